@@ -1,0 +1,123 @@
+"""Feature extraction: hooks, a regularizer applied at exactly one layer, top-k comparison."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dropviz.features import ARCHITECTURES, FeatureModel, compare_predictions, load_feature_model, rank_channels
+from dropviz.regularizers import REGISTRY
+
+
+@pytest.fixture(scope="module")
+def resnet20() -> FeatureModel:
+    return load_feature_model("resnet20", seed=1)
+
+
+@pytest.fixture(scope="module")
+def image(resnet20) -> torch.Tensor:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+    return resnet20.input_tensor(pixels)
+
+
+@pytest.mark.parametrize("arch, expected", [
+    ("resnet20", {"stem": (16, 32, 32), "stage1.block3": (16, 32, 32), "stage2.block1": (32, 16, 16),
+                  "stage3.block3": (64, 8, 8)}),
+    ("resnet18", {"stem": (64, 32, 32), "stage2.block1": (128, 16, 16), "stage4.block2": (512, 4, 4)}),
+    ("resnet18-imagenet", {"stem": (64, 56, 56), "stage1.block2": (64, 56, 56), "stage3.block1": (256, 14, 14),
+                           "stage4.block2": (512, 7, 7)}),
+])
+def test_hooks_return_each_layers_shape(arch, expected):
+    model = load_feature_model(arch)
+    shapes = model.layer_shapes()
+    assert {name: shapes[name] for name in expected} == expected
+    n_blocks = {"resnet20": 9, "resnet18": 8, "resnet18-imagenet": 8}[arch]
+    assert list(shapes)[0] == "stem" and len(shapes) == 1 + n_blocks
+    assert all(not module._forward_hooks for module in model.model.modules()), "hooks must be removed"
+
+
+def test_input_tensor_is_normalised_and_sized():
+    model = load_feature_model("resnet18-imagenet")
+    white = np.full((300, 400, 3), 255, dtype=np.uint8)
+    x = model.input_tensor(white)
+    assert x.shape == (1, 3, 224, 224)
+    expected = (1 - torch.tensor(model.mean)) / torch.tensor(model.std)
+    torch.testing.assert_close(x[0, :, 100, 100], expected)
+
+
+def _downstream(model: FeatureModel, layer: str, activation: torch.Tensor) -> torch.Tensor:
+    """The rest of a ResNet after ``layer``, written out by hand (blocks after it, pool, head)."""
+    names = list(model.layers)
+    for name in names[names.index(layer) + 1:]:
+        if "." in name:  # a block; "stem" is never after another layer
+            activation = model.layers[name](activation)
+    return model.model.head(model.model.pool(activation))
+
+
+@pytest.mark.parametrize("layer", ["stem", "stage2.block1", "stage3.block3"])
+def test_regularizer_is_applied_only_at_the_chosen_layer(resnet20, image, layer):
+    acts, _ = resnet20.capture(image, [layer])
+    bn = resnet20.model.stem[1]
+    running_mean = bn.running_mean.clone()
+    regularizer = REGISTRY["dropout"].make(drop_prob=0.5)
+    stages, logits = resnet20.regularized(image, layer, regularizer, n_draws=4,
+                                          generator=torch.Generator().manual_seed(0))
+    # The layers before see the clean input: the regularizer's input is the clean activation, per draw.
+    torch.testing.assert_close(stages["input"], acts[layer].expand(4, -1, -1, -1))
+    assert not torch.equal(stages["output"], stages["input"])
+    # Everything after is the plain eval-mode network applied to the regularized activation.
+    with torch.no_grad():
+        torch.testing.assert_close(logits, _downstream(resnet20, layer, stages["output"]))
+    assert not resnet20.model.training and torch.equal(bn.running_mean, running_mean)
+    assert all(not module._forward_hooks for module in resnet20.model.modules())
+
+
+def test_draws_are_independent(resnet20, image):
+    stages, logits = resnet20.regularized(image, "stage1.block1", REGISTRY["dropout"].make(drop_prob=0.5),
+                                          n_draws=3, generator=torch.Generator().manual_seed(0))
+    masks = stages["mask"]
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
+    assert not torch.equal(logits[0], logits[1])
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_drop_prob_zero_leaves_the_eval_pass_unchanged(resnet20, image, method):
+    spec = REGISTRY[method]
+    if "drop_prob" not in spec.defaults():
+        pytest.skip(f"{method} has no drop_prob")
+    _, clean = resnet20.capture(image, [])
+    _, logits = resnet20.regularized(image, "stage2.block2", spec.make(drop_prob=0.0), n_draws=2,
+                                     generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits, clean.expand(2, -1))
+
+
+def test_regularized_takes_one_image(resnet20, image):
+    with pytest.raises(ValueError, match="batch of 1"):
+        resnet20.regularized(image.expand(2, -1, -1, -1), "stem", REGISTRY["dropout"].make())
+
+
+def test_rank_channels_orders_by_mean_absolute_activation():
+    act = torch.zeros(4, 2, 2)
+    act[0] = 1.0
+    act[1] = -3.0
+    act[3, 0, 0] = 2.0  # mean |a| 0.5
+    assert rank_channels(act).tolist() == [1, 0, 3, 2]
+
+
+def test_compare_predictions_keeps_clean_top_k_and_adds_newcomers():
+    names = tuple("abcdefg")
+    clean = torch.tensor([[5.0, 4, 3, 2, 1, 0, -9]])
+    draws = torch.tensor([[5.0, 4, 3, 2, 1, 0, -9], [0, 4, 3, 2, 1, 0, 9]])
+    rows, agreement = compare_predictions(clean, draws, names, k=5)
+    assert [row.label for row in rows] == ["a", "b", "c", "d", "e", "g"]  # "g" entered the draws' top-5
+    assert agreement == 0.5
+    a = rows[0]
+    assert a.low < a.mean < a.high == pytest.approx(a.clean)
+
+
+def test_every_architecture_labels_its_logits():
+    for name, spec in ARCHITECTURES.items():
+        model = load_feature_model(name)
+        _, logits = model.capture(torch.zeros(1, 3, spec.input_size, spec.input_size), [])
+        assert logits.shape == (1, len(model.class_names))
+        assert not model.trained and "UNTRAINED" in model.weights

@@ -1,0 +1,96 @@
+"""Weights for the feature-map page: bad files are refused with a message, ImageNet only from the cache."""
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+import torch
+import torchvision
+
+from dropviz.features import IMAGENET, WeightsError, load_feature_model, read_weights
+from dropviz.features.weights import imagenet_weights_path, load_state
+from dropviz.models import MODELS
+
+
+class NotWeights:
+    """A class pickled into a file: loading it would need arbitrary code."""
+
+
+def test_a_state_dict_or_a_dict_holding_one_is_read(tmp_path):
+    state = MODELS["resnet20"]().state_dict()
+    torch.save(state, tmp_path / "bare.pt")
+    torch.save({"model": state, "epoch": 3}, tmp_path / "wrapped.pt")
+    for name in ("bare.pt", "wrapped.pt"):
+        read = read_weights(tmp_path / name)
+        assert read.keys() == state.keys() and all(torch.equal(read[k], state[k]) for k in state)
+
+
+def test_a_truncated_checkpoint_is_refused(tmp_path):
+    torch.save(MODELS["resnet20"]().state_dict(), tmp_path / "full.pt")
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="cut.pt is not a readable PyTorch checkpoint"):
+        read_weights(tmp_path / "cut.pt")
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "notes.pt").write_text("hello")
+    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+        read_weights(tmp_path / "notes.pt")
+
+
+def test_a_pickle_of_python_objects_is_refused_without_running_it(tmp_path):
+    torch.save({"model": NotWeights()}, tmp_path / "objects.pt")
+    with open(tmp_path / "plain.pkl", "wb") as f:
+        pickle.dump({"weights": NotWeights()}, f)
+    for name in ("objects.pt", "plain.pkl"):
+        with pytest.raises(WeightsError, match="holds Python objects"):
+            read_weights(tmp_path / name)
+
+
+def test_a_checkpoint_without_weights_is_refused(tmp_path):
+    torch.save({"epoch": 3, "accuracy": 0.5}, tmp_path / "metrics.pt")
+    with pytest.raises(WeightsError, match="holds no model weights"):
+        read_weights(tmp_path / "metrics.pt")
+
+
+def test_weights_of_another_architecture_are_refused():
+    model = MODELS["resnet20"]()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError, match=r"does not fit ResNet-20.*unexpected: stages\.stage1\.3\."):
+        load_state(model, MODELS["resnet56"]().state_dict(), "resnet56.pt", "ResNet-20")
+    with pytest.raises(WeightsError, match="wrong shape: head.1.weight"):
+        load_state(model, MODELS["resnet20"](num_classes=100).state_dict(), "c100.pt", "ResNet-20")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "a refused load changes nothing"
+
+
+def test_missing_imagenet_weights_fail_fast_with_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    started = time.perf_counter()
+    with pytest.raises(WeightsError, match="not in the local torch cache.*does not download"):
+        load_feature_model("resnet18-imagenet", IMAGENET)
+    # A file check, not a network wait: far below any connect timeout (generous for a loaded CI machine).
+    assert time.perf_counter() - started < 5
+    with pytest.raises(WeightsError, match="only for resnet18-imagenet"):
+        load_feature_model("resnet20", IMAGENET)
+
+
+def test_cached_imagenet_weights_give_torchvisions_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so a wrongly mapped buffer would show
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    imagenet_weights_path().parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), imagenet_weights_path())
+    model = load_feature_model("resnet18-imagenet", IMAGENET)
+    assert model.trained and "ImageNet" in model.weights
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    _, logits = model.capture(x, [])
+    with torch.no_grad():
+        torch.testing.assert_close(logits, reference(x))
+    assert model.class_names[0] == "tench" and len(model.class_names) == 1000
