@@ -21,6 +21,7 @@ help: ## List the targets
 	@echo "  Variables: VENV=$(VENV) HOST=$(HOST) PORT=$(PORT) PYTEST_ARGS='...'"
 
 venv: $(STAMP) ## Create the virtual environment and install the requirements (cached)
+	@if [ ! -e .venv ] || [ -L .venv ]; then ln -sfn $(VENV) .venv; fi
 
 $(STAMP):
 	@echo ">> setting up $(VENV) (first time: about 2-3 minutes, ~6 GB)"
@@ -28,7 +29,6 @@ $(STAMP):
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
-	ln -sfn $(VENV) .venv
 
 chromium: ## Install Debian's chromium for the browser tests (needs root or sudo)
 	@bash scripts/ensure_chromium.sh

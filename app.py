@@ -23,7 +23,9 @@ def available_pages() -> list[tuple[str, str, str, str]]:
 
 
 def main() -> None:
-    st.set_page_config(page_title="dropviz", page_icon=str(ROOT / "assets" / "logo.svg"), layout="wide")
+    logo = str(ROOT / "assets" / "logo.svg")
+    st.set_page_config(page_title="dropviz", page_icon=logo, layout="wide")
+    st.logo(logo, size="large")
     pages = [st.Page(path, title=title, icon=icon, default=index == 0)
              for index, (path, title, icon, _) in enumerate(available_pages())]
     st.navigation(pages).run()

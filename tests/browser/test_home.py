@@ -1,0 +1,42 @@
+"""The dashboard in headless chromium: started like `make run`, home renders, every page is reachable."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app import available_pages
+from dropviz.regularizers import REGISTRY
+
+pytestmark = pytest.mark.browser
+
+EXCEPTION = '[data-testid="stException"]'
+NAV_LINK = '[data-testid="stSidebarNavLink"]'
+
+
+def test_home_renders_at_the_printed_url(app_server, page, screenshot):
+    assert app_server.url.startswith("http://127.0.0.1:")
+    app_server.open(page)
+    assert "dropviz" in page.locator("h1").first.inner_text()
+    table = page.locator('[data-testid="stMarkdown"] table').first
+    for spec in REGISTRY.values():
+        assert spec.display_name in table.inner_text()
+    assert page.locator(EXCEPTION).count() == 0
+    screenshot(page, "home")
+
+
+def test_navigation_reaches_every_page(app_server, page, screenshot, wait_for_app):
+    app_server.open(page)
+    pages = available_pages()
+    labels = [label.get_attribute("label") for label in page.locator(f"{NAV_LINK} span[label]").all()]
+    assert labels == [title for _, title, *_ in pages]
+    for index, (path, title, *_) in enumerate(pages):
+        # The first page is the default one, served at the app's root; the others at their file's name.
+        url = f"{app_server.url}/" if index == 0 else f"{app_server.url}/{Path(path).stem}"
+        page.locator(f'{NAV_LINK}[href="{url}"]').click()
+        page.wait_for_url(url)
+        wait_for_app(page)
+        assert page.locator(EXCEPTION).count() == 0, f"{title}: {page.locator(EXCEPTION).all_inner_texts()}"
+        assert page.locator('[data-testid="stMain"] [data-testid="stElementContainer"]').count() > 0, \
+            f"{title} rendered nothing"
+        screenshot(page, f"page-{Path(path).stem}")
