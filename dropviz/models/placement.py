@@ -1,0 +1,76 @@
+"""Insert a regularizer into a :class:`~dropviz.models.resnet.ResNet` where its paper puts it.
+
+=================  ==============================================================================
+method             where (and at what rate; ``p`` is the chosen ``drop_prob``)
+=================  ==============================================================================
+dropout            on the pooled features before the classifier (the usual place in a ResNet)
+multisample        the classifier head runs ``n_samples`` times with dropout, losses averaged
+                   (Inoue 2019)
+droppath           on every residual branch, rate rising linearly with depth ``p * l / L``
+                   (stochastic depth, Huang et al. 2016)
+dropblock,         after both convs of every block of the last two stages and on projection
+probdropblock      shortcuts; ``p / 4`` in the second-to-last stage, ``p`` in the last (Ghiasi et al.
+                   2018 put it in ResNet-50 groups 3 and 4 with these rates)
+disout             after both convs of every block of the last stage (Tang et al. 2020, CIFAR ResNets)
+dropcluster        after the stem conv (Chen et al. 2020 drop clusters of correlated early features)
+=================  ==============================================================================
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from dropviz.regularizers import REGISTRY, Regularizer
+
+from .resnet import ResNet, ShortcutA
+
+PLACEMENT = {
+    "dropout": "head",
+    "multisample": "head",
+    "droppath": "residual branches",
+    "dropblock": "last two stages",
+    "probdropblock": "last two stages",
+    "disout": "last stage",
+    "dropcluster": "stem",
+}
+
+
+def insert_regularizer(model: ResNet, name: str, params: dict[str, Any] | None = None) -> ResNet:
+    """Insert ``REGISTRY[name]`` built with ``params`` into ``model`` (in place) and return it."""
+    if name not in PLACEMENT or name not in REGISTRY:
+        available = sorted(set(PLACEMENT) & set(REGISTRY))
+        raise ValueError(f"regularizer must be one of {available} or none, got {name!r}")
+    spec = REGISTRY[name]
+    params = {**spec.defaults(), **(params or {})}
+    drop_prob = params["drop_prob"]
+
+    def make(rate: float) -> nn.Module:
+        return spec.make(**{**params, "drop_prob": rate})
+
+    where = PLACEMENT[name]
+    blocks = [b for stage in model.stages for b in stage]
+    if name == "multisample":
+        from dropviz.regularizers import MultiSampleDropout
+        model.head = MultiSampleDropout(model.head, n_samples=params["n_samples"], drop_prob=drop_prob)
+    elif where == "head":
+        model.head_drop = make(drop_prob)
+    elif where == "residual branches":
+        for depth, block in enumerate(blocks, 1):
+            block.drop_residual = make(drop_prob * depth / len(blocks))
+    elif where == "stem":
+        model.stem.append(make(drop_prob))
+    else:
+        stages = list(model.stages)
+        rates = [drop_prob / 4, drop_prob] if where == "last two stages" else [drop_prob]
+        for stage, rate in zip(stages[-len(rates):], rates):
+            for block in stage:
+                block.drop_mid, block.drop_residual = make(rate), make(rate)
+                if block.downsample is not None and not isinstance(block.downsample, ShortcutA):
+                    block.downsample.append(make(rate))  # projection shortcut, as Ghiasi et al. do
+    return model
+
+
+def regularizers(model: nn.Module) -> list[nn.Module]:
+    """Every inserted regularizer (the modules a drop-rate schedule steps)."""
+    return [m for m in model.modules() if isinstance(m, Regularizer)]

@@ -1,0 +1,85 @@
+"""Models: the published architectures, named feature layers, and regularizers where their papers put them."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dropviz.models import MODELS, PLACEMENT, Block, ShortcutA, build_model, regularizers
+from dropviz.regularizers import REGISTRY, Regularizer
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet56", 0.85), ("resnet18", 11.17)])
+def test_parameter_counts_match_the_papers(name, millions):
+    # He et al. 2016 table 6 (0.27M, 0.85M); ResNet-18 with a 3x3 stem and 10 classes: 11.17M.
+    model = MODELS[name]()
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, abs=0.005)
+
+
+@pytest.mark.parametrize("name, shapes", [
+    ("resnet20", {"stem": (16, 32, 32), "stage1": (16, 32, 32), "stage2": (32, 16, 16), "stage3": (64, 8, 8)}),
+    ("resnet18", {"stem": (64, 32, 32), "stage1": (64, 32, 32), "stage2": (128, 16, 16), "stage3": (256, 8, 8),
+                  "stage4": (512, 4, 4)}),
+])
+def test_feature_layers_name_the_stage_outputs_in_forward_order(name, shapes):
+    model = MODELS[name](num_classes=7).eval()
+    seen = {}
+    for layer_name, module in model.feature_layers().items():
+        module.register_forward_hook(lambda m, i, out, n=layer_name: seen.update({n: tuple(out.shape[1:])}))
+    logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 7)
+    assert list(seen) == list(shapes) and seen == shapes
+
+
+def test_block_feature_layers_list_every_residual_block():
+    layers = MODELS["resnet56"]().feature_layers(blocks=True)
+    assert list(layers)[:3] == ["stem", "stage1.block1", "stage1.block2"]
+    assert len(layers) == 1 + 27 and all(isinstance(m, Block) for n, m in layers.items() if n != "stem")
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads_channels():
+    x = torch.randn(2, 16, 8, 8)
+    out = ShortcutA(16, 32, stride=2)(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])
+    assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
+
+
+def test_single_channel_input():
+    assert MODELS["resnet20"](num_classes=3, in_channels=1)(torch.randn(1, 1, 32, 32)).shape == (1, 3)
+
+
+def test_dropout_sits_before_the_classifier_and_is_identity_in_eval():
+    torch.manual_seed(0)
+    plain = build_model("resnet20")
+    regularized = build_model("resnet20", regularizer="dropout", params={"drop_prob": 0.5})
+    regularized.load_state_dict(plain.state_dict())  # inserting a regularizer renames no parameter
+    assert isinstance(regularized.head_drop, REGISTRY["dropout"].cls)
+    assert [m.drop_prob for m in regularizers(regularized)] == [0.5]
+    x = torch.randn(4, 3, 32, 32)
+    plain.eval(), regularized.eval()
+    assert torch.equal(plain(x), regularized(x))
+    regularized.train(), plain.train()
+    torch.manual_seed(1)
+    assert not torch.allclose(plain(x), regularized(x))
+
+
+def test_unknown_regularizer_and_model_are_refused_by_name():
+    with pytest.raises(ValueError, match="regularizer must be one of"):
+        build_model("resnet20", regularizer="nonsense")
+    with pytest.raises(ValueError, match="model must be one of"):
+        build_model("resnet99")
+
+
+@pytest.mark.parametrize("name", sorted(set(PLACEMENT) & set(REGISTRY) - {"multisample"}))
+def test_every_placed_regularizer_trains_a_step_and_is_identity_in_eval(name):
+    torch.manual_seed(0)
+    model = build_model("resnet20", regularizer=name)
+    assert regularizers(model) and all(isinstance(m, Regularizer) for m in regularizers(model))
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    loss, logits = model.loss(x, y, torch.nn.functional.cross_entropy)
+    loss.backward()
+    assert logits.shape == (8, 10) and torch.isfinite(loss)
+    model.eval()
+    assert torch.equal(model(x), model(x))
