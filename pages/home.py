@@ -45,13 +45,6 @@ st.markdown(
     "feature maps, and how it changes training, using the same code a PyTorch model would run."
 )
 
-st.header("Methods")
-table = ["| Method | What it drops | Paper | In the library |", "| --- | --- | --- | --- |"]
-table += [f"| **{markdown_cell(name)}** | {markdown_cell(summary)} | {markdown_cell(paper)} | "
-          f"{'yes' if in_library else 'not yet'} |"
-          for name, summary, paper, in_library in method_rows()]
-st.markdown("\n".join(table))
-
 st.header("Where to go")
 other_pages = available_pages()[1:]
 if not other_pages:
@@ -60,3 +53,10 @@ for path, title, icon, purpose in other_pages:
     st.page_link(path, label=f"{title}: {purpose}", icon=icon)
 st.caption("The menu on the left lists every page. On a projector, collapse it with "
            "the arrow at its top to give the figures the whole width.")
+
+st.header("Methods")
+table = ["| Method | What it drops | Paper | In the library |", "| --- | --- | --- | --- |"]
+table += [f"| **{markdown_cell(name)}** | {markdown_cell(summary)} | {markdown_cell(paper)} | "
+          f"{'yes' if in_library else 'not yet'} |"
+          for name, summary, paper, in_library in method_rows()]
+st.markdown("\n".join(table))
