@@ -1,0 +1,198 @@
+"""Pure plotly figures of regularizer stages: one panel per ``explain()`` stage, comparison grids, numbers.
+
+Panels are PNG images inside ``go.Image`` traces laid out on hand-placed axes: a 224 x 224 row of six
+stages costs a few milliseconds to build and well under a megabyte to send, where one heatmap per panel
+through ``make_subplots`` costs tens of milliseconds and megabytes of JSON. Each stage is drawn by its kind:
+
+* ``image``: values mapped linearly from ``[min(0, lo), max(1, hi)]`` to black..white (RGB if 3 channels);
+* ``mask``: 1 = kept (white), 0 = dropped (black); a 3-channel mask whose channels differ is drawn in colour
+  (each colour channel shows that channel's mask), any other channel count as the fraction kept;
+* ``signed``: blue (negative) .. white (0) .. red (positive), symmetric about 0 (e.g. Disout's distortion);
+* ``labels``: integer cluster ids in a qualitative palette.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from PIL import Image
+
+STAGE_KINDS = {"input": "image", "seeds": "mask", "mask": "mask", "distortion": "signed",
+               "clusters": "labels", "output": "image"}
+STAGE_TITLES = {"input": "input", "seeds": "block seeds", "mask": "mask (white = kept)",
+                "distortion": "distortion", "clusters": "cluster map", "output": "output"}
+PALETTE = np.array([(99, 110, 250), (239, 85, 59), (0, 204, 150), (171, 99, 250), (255, 161, 90),
+                    (25, 211, 243), (255, 102, 146), (182, 232, 128), (255, 151, 255), (254, 203, 82),
+                    (31, 119, 180), (140, 86, 75)], dtype=np.uint8)
+TITLE_SIZE = 15
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One image of a grid: an ``(H, W)`` or ``(H, W, 3)`` uint8 array and its title."""
+
+    pixels: np.ndarray
+    title: str
+
+
+def stage_kind(name: str, t: torch.Tensor) -> str | None:
+    """How to draw stage ``name``; None for stages that are not maps (e.g. a list of dropped cluster ids)."""
+    if t.dim() < 2:
+        return None
+    return STAGE_KINDS.get(name, "image")
+
+
+def to_pixels(t: torch.Tensor, kind: str = "image") -> np.ndarray:
+    """A stage tensor (``(N, C, H, W)``, ``(C, H, W)`` or ``(H, W)``; first sample shown) as uint8 pixels."""
+    t = t.detach().to("cpu", torch.float32)
+    while t.dim() > 3:
+        t = t[0]
+    if t.dim() == 2:
+        t = t[None]
+    if kind == "labels":
+        labels = t[0].to(torch.int64).numpy()
+        return PALETTE[labels % len(PALETTE)]
+    if kind == "signed":
+        values = t.mean(dim=0).numpy()
+        bound = max(float(np.abs(values).max()), 1e-12)
+        return _diverging(values / bound)
+    if kind == "mask":
+        lo, hi = 0.0, 1.0
+        if t.shape[0] == 3 and not (t == t[:1]).all():
+            return _to_uint8(t.permute(1, 2, 0).numpy(), lo, hi)
+        return _to_uint8(t.mean(dim=0).numpy(), lo, hi)
+    lo, hi = min(0.0, float(t.min())), max(1.0, float(t.max()))
+    values = t.permute(1, 2, 0).numpy() if t.shape[0] == 3 else t.mean(dim=0).numpy()
+    return _to_uint8(values, lo, hi)
+
+
+def _to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((values - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _diverging(unit: np.ndarray) -> np.ndarray:
+    """[-1, 1] to blue-white-red."""
+    blue, red = np.array([33, 102, 172], np.float32), np.array([178, 24, 43], np.float32)
+    weight = np.abs(unit)[..., None]
+    end = np.where(unit[..., None] < 0, blue, red)
+    return (255.0 * (1 - weight) + end * weight + 0.5).astype(np.uint8)
+
+
+def png_uri(pixels: np.ndarray) -> str:
+    """A data URI of ``pixels`` as PNG (fast compression: masks shrink to a few hundred bytes anyway)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_grid(rows: Sequence[Sequence[Panel | None]], *, row_titles: Sequence[str] = (),
+               panel_height: int = 220, gap: float = 0.012, title: str | None = None) -> go.Figure:
+    """Panels in a grid of equal cells, each keeping its aspect ratio and pixel-exact hover coordinates.
+
+    ``None`` leaves a cell empty. Row titles, if given, are written vertically at the left.
+    """
+    n_rows, n_cols = len(rows), max(len(row) for row in rows)
+    left = 0.03 if row_titles else 0.0
+    title_space = 26 / (panel_height * n_rows)  # paper height of the ~26 px kept above each image for its title
+    cell_w = (1.0 - left - gap * (n_cols - 1)) / n_cols
+    cell_h = (1.0 - gap * (n_rows - 1)) / n_rows
+    data, annotations = [], []
+    layout: dict = {}
+    index = 0
+    for r, row in enumerate(rows):
+        top = 1.0 - r * (cell_h + gap)
+        y_domain = [top - cell_h, top - title_space]
+        for c, panel in enumerate(row):
+            if panel is None:
+                continue
+            index += 1
+            suffix = "" if index == 1 else str(index)
+            x0 = left + c * (cell_w + gap)
+            h, w = panel.pixels.shape[:2]
+            data.append(go.Image(source=png_uri(panel.pixels), xaxis=f"x{suffix}", yaxis=f"y{suffix}",
+                                 name=panel.title, hovertemplate=f"{panel.title}<br>x %{{x}}, y %{{y}}<extra></extra>"))
+            axis = dict(visible=False, showgrid=False, zeroline=False)
+            layout[f"xaxis{suffix}"] = dict(axis, domain=[x0, x0 + cell_w], range=[-0.5, w - 0.5], constrain="domain")
+            layout[f"yaxis{suffix}"] = dict(axis, domain=y_domain, range=[h - 0.5, -0.5], scaleanchor=f"x{suffix}",
+                                            constrain="domain")
+            annotations.append(dict(text=panel.title, x=x0 + cell_w / 2, y=y_domain[1], xref="paper", yref="paper",
+                                    xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=TITLE_SIZE)))
+        if r < len(row_titles):
+            annotations.append(dict(text=f"<b>{row_titles[r]}</b>", x=0, y=(y_domain[0] + y_domain[1]) / 2,
+                                    xref="paper", yref="paper", textangle=-90, showarrow=False,
+                                    xanchor="left", yanchor="middle", font=dict(size=TITLE_SIZE)))
+    layout.update(annotations=annotations, height=int(panel_height * n_rows + (40 if title else 10)),
+                  margin=dict(l=0, r=0, t=40 if title else 10, b=0), plot_bgcolor="rgba(0,0,0,0)",
+                  paper_bgcolor="rgba(0,0,0,0)", showlegend=False, dragmode=False,
+                  title=dict(text=title, x=0.0, xanchor="left") if title else None)
+    return go.Figure(data=data, layout=layout)
+
+
+def tensor_image(t: torch.Tensor, title: str, kind: str = "image", *, height: int = 300) -> go.Figure:
+    """One tensor as a single image figure (see the module docstring for ``kind``)."""
+    return image_grid([[Panel(to_pixels(t, kind), title)]], panel_height=height)
+
+
+def stage_panels(stages: Mapping[str, torch.Tensor], titles: Mapping[str, str] | None = None) -> list[Panel]:
+    """A panel per map-like stage, in the stages' order; non-map stages are skipped."""
+    titles = {**STAGE_TITLES, **(titles or {})}
+    panels = []
+    for name, t in stages.items():
+        kind = stage_kind(name, t)
+        if kind is not None:
+            panels.append(Panel(to_pixels(t, kind), titles.get(name, name)))
+    return panels
+
+
+def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] | None = None,
+              panel_height: int = 260, title: str | None = None) -> go.Figure:
+    """The stages of one ``explain()`` call side by side, in order (input, seeds, mask, ..., output)."""
+    return image_grid([stage_panels(stages, titles)], panel_height=panel_height, title=title)
+
+
+def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, panel_height: int = 170) -> go.Figure:
+    """Methods side by side: output on the first row, mask on the second, one column per method.
+
+    ``results`` maps a column title to the method's stages, or to an error message (its cells stay empty
+    and the title says it failed).
+    """
+    outputs, masks = [], []
+    for name, stages in results.items():
+        if isinstance(stages, str):
+            outputs.append(Panel(np.full((8, 8), 230, np.uint8), f"{name}: error"))
+            masks.append(None)
+            continue
+        outputs.append(Panel(to_pixels(stages["output"], "image"), name))
+        masks.append(Panel(to_pixels(stages["mask"], "mask"), name))
+    return image_grid([outputs, masks], row_titles=("output", "mask"), panel_height=panel_height)
+
+
+def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> dict[str, float | int | None]:
+    """Numbers that go with one draw: requested vs realised drop fraction, the scale on kept units, and
+    how many blocks (DropBlock seeds) or clusters were dropped when the method has them.
+
+    The scale is measured, not assumed: the median of ``output / input`` over kept units whose input is
+    not ~0 (None if there are none).
+    """
+    x, mask, out = stages["input"], stages["mask"].to(torch.float32), stages["output"]
+    mask_full = mask.expand_as(x) if mask.shape != x.shape else mask
+    kept = (mask_full > 0) & (x.abs() > 1e-6)
+    scale = float((out[kept] / x[kept]).median()) if kept.any() else None
+    stats: dict[str, float | int | None] = {
+        "requested drop fraction": drop_prob,
+        "realised drop fraction": float(1.0 - mask.mean()),
+        "scale on kept units": scale,
+    }
+    if "seeds" in stages:
+        seeds = stages["seeds"]
+        shared = bool((seeds == seeds[:, :1]).all())  # one mask for all channels: count its seeds once
+        stats["blocks dropped"] = int((seeds[:, :1] if shared else seeds).sum())
+    if "dropped_clusters" in stages:
+        dropped = stages["dropped_clusters"]
+        stats["clusters dropped"] = int(dropped.sum()) if dropped.dtype == torch.bool else int(dropped.numel())
+    return stats
