@@ -47,12 +47,13 @@ st.markdown(
 
 st.header("Where to go")
 other_pages = available_pages()[1:]
-if not other_pages:
-    st.info("No other pages are installed yet.")
 for path, title, icon, purpose in other_pages:
     st.page_link(path, label=f"{title}: {purpose}", icon=icon)
-st.caption("The menu on the left lists every page. On a projector, collapse it with "
-           "the arrow at its top to give the figures the whole width.")
+if other_pages:
+    st.caption("The menu on the left lists every page. On a projector, collapse it with "
+               "the arrow at its top to give the figures the whole width.")
+else:
+    st.info("No other pages are installed yet.")
 
 st.header("Methods")
 table = ["| Method | What it drops | Paper | In the library |", "| --- | --- | --- | --- |"]
