@@ -21,3 +21,14 @@ def check_rank(x: torch.Tensor, ranks: tuple[int, ...], layout: str) -> None:
     if x.dim() not in ranks:
         raise ValueError(f"input must be a {layout} tensor ({' or '.join(map(str, ranks))}-D), "
                          f"got shape {tuple(x.shape)}")
+
+
+def check_block_size(block_size: int) -> int:
+    return check_positive_int(block_size, "block_size")
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    value = float(value)
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value

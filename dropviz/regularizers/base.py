@@ -20,7 +20,7 @@ class Regularizer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not self.training:
+        if not self.training or self.drop_prob == 0.0:
             return x
         return self.stages(x, generator, explain=False)["output"]
 

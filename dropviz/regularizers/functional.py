@@ -1,9 +1,11 @@
-"""Functional forms of the mask ops. Each takes an optional ``torch.Generator`` for reproducible draws."""
+"""Functional forms of the mask ops. Each takes an optional ``torch.Generator`` (on the input's device) for
+reproducible draws and returns a keep-mask (1 = kept) in the input's dtype; the modules add the scaling."""
 from __future__ import annotations
 
 import torch
 
-from ._checks import check_drop_prob
+from . import _blocks
+from ._checks import check_block_size, check_drop_prob, check_rank
 
 
 def dropout_mask(x: torch.Tensor, drop_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -11,3 +13,98 @@ def dropout_mask(x: torch.Tensor, drop_prob: float, generator: torch.Generator |
     drop_prob = check_drop_prob(drop_prob)
     noise = torch.empty_like(x).uniform_(generator=generator)
     return (noise >= drop_prob).to(x.dtype)
+
+
+def drop_path_mask(x: torch.Tensor, drop_prob: float, mode: str = "row",
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Keep-mask of stochastic depth: one Bernoulli per sample (``"row"``, shape ``(N, 1, ..., 1)``) or one for
+    the whole batch (``"batch"``, shape ``(1, ..., 1)``); it broadcasts against ``x``."""
+    drop_prob = check_drop_prob(drop_prob)
+    if mode not in ("row", "batch"):
+        raise ValueError(f"mode must be 'row' or 'batch', got {mode!r}")
+    if x.dim() < 1:
+        raise ValueError("input must have a batch dimension, got a 0-D tensor")
+    shape = (x.shape[0] if mode == "row" else 1,) + (1,) * (x.dim() - 1)
+    noise = torch.empty(shape, dtype=x.dtype, device=x.device).uniform_(generator=generator)
+    return (noise >= drop_prob).to(x.dtype)
+
+
+def drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int, share_channels: bool = False,
+                    generator: torch.Generator | None = None, exact_rate: bool = True,
+                    sampler: str = "auto") -> torch.Tensor:
+    """DropBlock keep-mask (Ghiasi et al. 2018) for ``(N, C, H, W)`` or ``(N, C, D, H, W)`` input.
+
+    Shape ``(N, C, *spatial)``, or ``(N, 1, *spatial)`` with ``share_channels``. Geometry and seed rate are
+    documented in :mod:`dropviz.regularizers._blocks`; ``exact_rate=False`` uses the paper's seed rate
+    formula (which under-drops where blocks overlap). ``sampler`` picks ``"sparse"`` or ``"dense"`` seed
+    drawing (same distribution; ``"auto"`` picks the faster one).
+    """
+    return drop_block_draw(x, drop_prob, block_size, share_channels, generator, exact_rate, sampler).mask
+
+
+def drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int, share_channels: bool = False,
+                    generator: torch.Generator | None = None, exact_rate: bool = True, sampler: str = "auto",
+                    with_seeds: bool = False) -> _blocks.BlockDraw:
+    """:func:`drop_block_mask` with the sampler's extras (dropped offsets, seed map); used by the modules."""
+    drop_prob = check_drop_prob(drop_prob)
+    block_size = check_block_size(block_size)
+    check_rank(x, (4, 5), "(N, C, H, W) or (N, C, D, H, W)")
+    spatial = tuple(x.shape[2:])
+    block = _blocks.clip_block(spatial, block_size)
+    gamma = _blocks.seed_rate(drop_prob, spatial, block, exact_rate)
+    return _blocks.draw_block_mask(x, gamma, block, share_channels, generator, sampler, with_seeds)
+
+
+def salience_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int, exact_rate: bool = True) -> torch.Tensor:
+    """ProbDropBlock's per-position seed probability on the valid grid, shape ``(N, C, H-k+1, W-k+1)``.
+
+    The salience ``|x|`` at each valid block centre is normalised to mean 1 over the sample's channel map,
+    so the expected number of seeds is DropBlock's; probabilities are clipped to 1 (and a map that is all
+    zero falls back to uniform).
+    """
+    drop_prob = check_drop_prob(drop_prob)
+    check_rank(x, (4,), "(N, C, H, W)")
+    spatial = tuple(x.shape[2:])
+    block = _blocks.clip_block(spatial, check_block_size(block_size))
+    gamma = _blocks.seed_rate(drop_prob, spatial, block, exact_rate)
+    (kh, kw), (h, w) = block, spatial
+    centres = x.detach().abs()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float()
+    mean = centres.mean(dim=(2, 3), keepdim=True)
+    salience = torch.where(mean > 0, centres / mean.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
+    return (gamma * salience).clamp_(max=1.0)
+
+
+def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
+                         generator: torch.Generator | None = None, exact_rate: bool = True) -> torch.Tensor:
+    """ProbDropBlock keep-mask (Zhao et al. 2022): seeds with salience-proportional probability
+    (:func:`salience_seed_rate`), then DropBlock's block expansion; shape of ``x``."""
+    return prob_drop_block_draw(x, drop_prob, block_size, generator, exact_rate).mask
+
+
+def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
+                         generator: torch.Generator | None = None, exact_rate: bool = True,
+                         with_seeds: bool = False) -> _blocks.BlockDraw:
+    """:func:`prob_drop_block_mask` with the seed map; used by the module."""
+    rates = salience_seed_rate(x, drop_prob, block_size, exact_rate)
+    block = _blocks.clip_block(tuple(x.shape[2:]), block_size)
+    return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds)
+
+
+def cluster_mask(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """DropCluster keep-mask ``(batch, C, H, W)`` from a per-channel label map ``labels`` of shape ``(C, H, W)``
+    (values in ``[0, n_clusters)``): every (sample, channel, cluster) is dropped with probability
+    ``drop_prob``, so the expected dropped fraction is exactly ``drop_prob`` whatever the cluster sizes."""
+    return cluster_draw(labels, n_clusters, batch, drop_prob, generator, dtype)[0]
+
+
+def cluster_draw(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,
+                 generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cluster_mask` and the per-cluster keep draws ``(batch, C, n_clusters)`` (1 = kept)."""
+    drop_prob = check_drop_prob(drop_prob)
+    channels = labels.shape[0]
+    noise = torch.empty((batch, channels, n_clusters), device=labels.device).uniform_(generator=generator)
+    kept_clusters = (noise >= drop_prob).to(dtype)
+    index = labels.reshape(1, channels, -1).expand(batch, -1, -1)
+    return kept_clusters.gather(2, index).reshape(batch, *labels.shape), kept_clusters

@@ -1,0 +1,98 @@
+"""Disout: feature map distortion (Tang et al., "Beyond Dropout: Feature Map Distortion to Regularize
+Deep Neural Networks", AAAI 2020)."""
+from __future__ import annotations
+
+import torch
+
+from . import _blocks
+from . import functional as F_
+from ._checks import check_block_size, check_drop_prob, check_nonnegative, check_rank
+from .base import Regularizer
+
+
+class _ReplaceDropped(torch.autograd.Function):
+    """``out = x * scaled_mask`` with ``values`` written at the dropped storage offsets; the gradient is
+    ``grad * scaled_mask`` (the distortion is a constant), so only the mask is saved."""
+
+    @staticmethod
+    def forward(ctx, x, scaled_mask, offsets, values):
+        out = torch.empty_like(scaled_mask)
+        torch.mul(x, scaled_mask, out=out)
+        out.as_strided((out.numel(),), (1,))[offsets] = values
+        ctx.save_for_backward(scaled_mask)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scaled_mask,) = ctx.saved_tensors
+        return grad * scaled_mask, None, None, None
+
+
+class Disout(Regularizer):
+    """Disout (Tang et al., AAAI 2020, following the official code): DropBlock's mask, but dropped units
+    are *distorted* instead of zeroed.
+
+    - Mask: :class:`DropBlock2d`'s per-sample-and-channel mask with ``drop_prob`` (the paper's dist_prob) as
+      the expected distorted fraction; our geometry keeps even-``k`` blocks inside the map (the official
+      code is off by one there) and our exact seed rate (``exact_rate=False``: the paper's formula).
+    - Distortion: ``alpha * w * std(x) * N(0, 1)`` with ``std`` over the whole tensor (unbiased, detached).
+      ``w`` comes from ``weight_behind``, the weight of the following conv when attached: max over output
+      filters, a random sign per weight, mean over the kernel (one ``w`` per input channel), x0.1 for 1x1
+      convs; 0.01 when nothing is attached.
+    - Output ``(x * mask + distortion * (1 - mask)) / kept_fraction``; the gradient is ``mask / kept_fraction``.
+
+    ``explain`` adds ``"seeds"`` and ``"distortion"`` (the distortion where it is applied, 0 elsewhere).
+    """
+
+    def __init__(self, drop_prob: float = 0.1, block_size: int = 6, alpha: float = 1.0, exact_rate: bool = True):
+        super().__init__()
+        self.drop_prob = check_drop_prob(drop_prob)
+        self.block_size = check_block_size(block_size)
+        self.alpha = check_nonnegative(alpha, "alpha")
+        self.exact_rate = bool(exact_rate)
+        self.weight_behind: torch.Tensor | None = None
+
+    def distortion_std(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Per-channel standard deviation of the distortion, shape ``(C,)``, float32."""
+        std = x.detach().float().std()
+        weight = self.weight_behind
+        if weight is None or weight.numel() == 0:
+            return (self.alpha * 0.01 * std).expand(x.shape[1])
+        weight = weight.detach().float()
+        if weight.dim() != 4 or weight.shape[1] != x.shape[1]:
+            raise ValueError(f"weight_behind must be a conv weight (out, {x.shape[1]}, kh, kw), "
+                             f"got shape {tuple(weight.shape)}")
+        strongest = weight.amax(dim=0)
+        sign = torch.empty(strongest.shape, device=strongest.device).bernoulli_(0.5, generator=generator) * 2 - 1
+        w = (strongest * sign).mean(dim=(1, 2))
+        if weight.shape[2:] == (1, 1):
+            w = 0.1 * w
+        return self.alpha * w.to(x.device) * std
+
+    def stages(self, x, generator, explain):
+        check_rank(x, (4,), "(N, C, H, W)")
+        draw = F_.drop_block_draw(x, self.drop_prob, self.block_size, False, generator, self.exact_rate,
+                                  with_seeds=explain)
+        keep = draw.mask.clone() if explain else None
+        sigma = self.distortion_std(x, generator)
+        scaled, scale = _blocks.scale_in_place(draw.mask)
+        if draw.dropped is not None:
+            # Sparse draw: noise only where units are dropped, written in one pass over the output.
+            flat = scaled.as_strided((scaled.numel(),), (1,))
+            offsets = torch.nonzero(flat == 0).squeeze(1)
+            channel = (offsets // scaled.stride(1)) % x.shape[1]
+            noise = torch.randn(offsets.shape, generator=generator, device=x.device)
+            values = (noise * (sigma[channel] * scale)).to(x.dtype)
+            out = _ReplaceDropped.apply(x, scaled, offsets, values)
+        else:
+            noise = torch.randn(x.shape, generator=generator, device=x.device)
+            dropped = scaled == 0
+            distortion = (noise * sigma.view(1, -1, 1, 1)).to(x.dtype) * dropped
+            out = x * scaled + distortion * scale.to(x.dtype)
+        if not explain:
+            return {"output": out}
+        distortion = (out.detach() / scale.to(x.dtype)) * (1 - keep)
+        return {"input": x, "seeds": draw.seeds, "mask": keep, "distortion": distortion, "output": out}
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}, block_size={self.block_size}, alpha={self.alpha}"
