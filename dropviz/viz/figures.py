@@ -42,8 +42,10 @@ class Panel:
 
 def stage_kind(name: str, t: torch.Tensor) -> str | None:
     """How to draw stage ``name``; None for stages that are not maps (e.g. a list of dropped cluster ids)."""
-    if t.dim() < 2:
+    if t.dim() < 2 or name == "dropped_clusters":
         return None
+    if name.startswith("mask"):  # Multi-Sample Dropout names its extra masks mask_2, mask_3, ...
+        return "mask"
     return STAGE_KINDS.get(name, "image")
 
 
@@ -138,21 +140,25 @@ def tensor_image(t: torch.Tensor, title: str, kind: str = "image", *, height: in
     return image_grid([[Panel(to_pixels(t, kind), title)]], panel_height=height)
 
 
-def stage_panels(stages: Mapping[str, torch.Tensor], titles: Mapping[str, str] | None = None) -> list[Panel]:
-    """A panel per map-like stage, in the stages' order; non-map stages are skipped."""
+def stage_panels(stages: Mapping[str, torch.Tensor], titles: Mapping[str, str] | None = None,
+                 max_panels: int = 6) -> list[Panel]:
+    """A panel per map-like stage, in the stages' order; non-map stages are skipped. Beyond ``max_panels``
+    the middle stages are left out (the last panel's title says how many), so a row stays readable."""
     titles = {**STAGE_TITLES, **(titles or {})}
-    panels = []
-    for name, t in stages.items():
-        kind = stage_kind(name, t)
-        if kind is not None:
-            panels.append(Panel(to_pixels(t, kind), titles.get(name, name)))
+    drawable = [(name, t, kind) for name, t in stages.items() if (kind := stage_kind(name, t)) is not None]
+    hidden = max(0, len(drawable) - max_panels)
+    if hidden:
+        drawable = drawable[:max_panels - 1] + drawable[-1:]
+    panels = [Panel(to_pixels(t, kind), titles.get(name, name)) for name, t, kind in drawable]
+    if hidden:
+        panels[-1] = Panel(panels[-1].pixels, f"{panels[-1].title} ({hidden} more not shown)")
     return panels
 
 
 def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] | None = None,
-              panel_height: int = 260, title: str | None = None) -> go.Figure:
+              panel_height: int = 260, title: str | None = None, max_panels: int = 6) -> go.Figure:
     """The stages of one ``explain()`` call side by side, in order (input, seeds, mask, ..., output)."""
-    return image_grid([stage_panels(stages, titles)], panel_height=panel_height, title=title)
+    return image_grid([stage_panels(stages, titles, max_panels)], panel_height=panel_height, title=title)
 
 
 def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, panel_height: int = 170) -> go.Figure:
@@ -174,7 +180,7 @@ def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, 
 
 def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> dict[str, float | int | None]:
     """Numbers that go with one draw: requested vs realised drop fraction, the scale on kept units, and
-    how many blocks (DropBlock seeds) or clusters were dropped when the method has them.
+    how many blocks (DropBlock seeds) or clusters (over all channels) were dropped when the method has them.
 
     The scale is measured, not assumed: the median of ``output / input`` over kept units whose input is
     not ~0 (None if there are none).
@@ -192,7 +198,6 @@ def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> 
         seeds = stages["seeds"]
         shared = bool((seeds == seeds[:, :1]).all())  # one mask for all channels: count its seeds once
         stats["blocks dropped"] = int((seeds[:, :1] if shared else seeds).sum())
-    if "dropped_clusters" in stages:
-        dropped = stages["dropped_clusters"]
-        stats["clusters dropped"] = int(dropped.sum()) if dropped.dtype == torch.bool else int(dropped.numel())
+    if "dropped_clusters" in stages:  # flags, 1 = dropped, per sample, channel and cluster
+        stats["clusters dropped"] = int(stages["dropped_clusters"].sum())
     return stats

@@ -86,11 +86,17 @@ def test_stats_measure_drop_fraction_scale_and_blocks():
     assert stage_stats({"input": x, "seeds": seeds, "mask": mask, "output": x}, 0.4)["blocks dropped"] == 3
 
 
-def test_stats_count_dropped_clusters_given_as_ids_or_flags():
-    base = {"input": torch.ones(1, 1, 2, 2), "mask": torch.ones(1, 1, 2, 2), "output": torch.ones(1, 1, 2, 2)}
-    assert stage_stats({**base, "dropped_clusters": torch.tensor([2, 5, 7])}, 0.1)["clusters dropped"] == 3
-    flags = torch.tensor([True, False, True, False])
-    assert stage_stats({**base, "dropped_clusters": flags}, 0.1)["clusters dropped"] == 2
+def test_stats_count_dropped_cluster_flags_over_channels():
+    base = {"input": torch.ones(1, 2, 2, 2), "mask": torch.ones(1, 2, 2, 2), "output": torch.ones(1, 2, 2, 2)}
+    flags = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])  # (N, C, n_clusters), 1 = dropped
+    assert stage_stats({**base, "dropped_clusters": flags}, 0.1)["clusters dropped"] == 3
+
+
+def test_long_stage_lists_are_cut_in_the_middle_and_say_so():
+    stages = {"input": torch.rand(1, 3, 4, 4), **{f"mask_{i}": torch.ones(1, 3, 4, 4) for i in range(9)},
+              "output": torch.rand(1, 3, 4, 4)}
+    fig = stage_row(stages, max_panels=4)
+    assert [trace.name for trace in fig.data] == ["input", "mask_0", "mask_1", "output (7 more not shown)"]
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -99,9 +105,10 @@ def test_every_method_draws_reproducibly_from_its_seed(name):
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     params = {**spec.defaults(), "drop_prob": 0.3} if "drop_prob" in spec.defaults() else spec.defaults()
     first, again = explain.draw(spec, params, x, seed=7), explain.draw(spec, params, x, seed=7)
-    other = explain.draw(spec, params, x, seed=8)
     assert torch.equal(first["mask"], again["mask"]) and torch.equal(first["output"], again["output"])
-    assert not torch.equal(first["output"], other["output"])
+    # Another seed gives another draw (DropPath on one sample has only two outcomes: try a few seeds).
+    others = (explain.draw(spec, params, x, seed=seed)["output"] for seed in range(8, 20))
+    assert any(not torch.equal(first["output"], other) for other in others)
     assert stage_row(first).data  # every registered method's stages can be drawn
 
 
