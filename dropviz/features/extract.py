@@ -131,3 +131,35 @@ def compare_predictions(clean_logits: torch.Tensor, draw_logits: torch.Tensor, c
     rows.sort(key=lambda row: row.clean, reverse=True)
     agreement = (draws.argmax(dim=-1) == clean.argmax()).float().mean().item()
     return rows, agreement
+
+
+@dataclass(frozen=True)
+class LayerEffect:
+    """What a regularizer at one layer does: the first draw's ``explain()`` stages (batch index dropped,
+    e.g. ``(C, H, W)`` maps) and the logits of every draw, ``(n_draws, classes)``."""
+
+    stages: dict[str, torch.Tensor]
+    logits: torch.Tensor
+
+
+def layer_effect(model: FeatureModel, x: torch.Tensor, layer: str, regularizer: nn.Module, n_draws: int,
+                 seed: int) -> LayerEffect:
+    """:meth:`FeatureModel.regularized` with a seeded generator, keeping only what a view shows."""
+    stages, logits = model.regularized(x, layer, regularizer, n_draws, torch.Generator().manual_seed(seed))
+    return LayerEffect({name: t[0] for name, t in stages.items()}, logits)
+
+
+def fit_clusters(model: FeatureModel, layer: str, batch: torch.Tensor, regularizer: nn.Module) -> torch.Tensor:
+    """Fit a DropCluster-like ``regularizer`` (one with ``fit``) on ``layer``'s activations of the image
+    ``batch`` (``(N, 3, S, S)``, normalised); returns its ``(C, H, W)`` cluster labels."""
+    acts, _ = model.capture(batch, [layer])
+    regularizer.fit(acts[layer])
+    return regularizer.labels
+
+
+def use_clusters(regularizer: nn.Module, labels: torch.Tensor) -> nn.Module:
+    """Give a fresh DropCluster the labels a :func:`fit_clusters` call found (a refit costs seconds; a
+    drop_prob change must not pay it again)."""
+    regularizer.labels = labels
+    regularizer.fitted = True
+    return regularizer

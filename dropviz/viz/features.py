@@ -1,7 +1,9 @@
 """Pure plotly figures of feature maps: channel mosaics, before/after grids, cluster maps, top-k bars.
 
-A grid of many channels is ONE heatmap of tiles separated by a blank gap (the channel shows in the hover
-text): a browser draws it in a fraction of the time a facet per channel takes.
+A grid of many channels is ONE image of tiles (a PNG through :func:`dropviz.viz.figures.image_grid`), with
+one invisible marker per tile that carries the channel number and its activity in the hover text: a
+browser draws that in a fraction of the time a facet per channel takes, and a 64-channel 56 x 56 grid
+weighs tens of kilobytes instead of megabytes of per-pixel heatmap data.
 """
 from __future__ import annotations
 
@@ -11,14 +13,20 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
+from plotly.colors import sample_colorscale, unlabel_rgb
 
 from dropviz.features.extract import Prediction
 
-GAP = 1  # blank pixels between tiles
+from .figures import PALETTE, Panel, image_grid
+
+GAP = 1  # blank source pixels between tiles
+GAP_COLOR = (255, 255, 255)
 MOSAIC_COLORS = "Viridis"
+MIN_SIDE = 360  # small maps are enlarged (nearest neighbour) so tiles stay crisp on screen
 CLEAN_COLOR = "#636efa"
 REGULARIZED_COLOR = "#ef553b"
+_LUT = np.array([unlabel_rgb(c) for c in sample_colorscale(MOSAIC_COLORS, np.linspace(0, 1, 256).tolist())],
+                dtype=np.uint8)
 
 
 def mosaic_columns(n_tiles: int) -> int:
@@ -26,35 +34,55 @@ def mosaic_columns(n_tiles: int) -> int:
     return max(1, math.ceil(math.sqrt(n_tiles)))
 
 
-def tile(maps: torch.Tensor | np.ndarray, channels: Sequence[int], columns: int | None = None
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """Lay out ``maps[c]`` for each ``c`` of ``channels`` (``maps`` is ``(C, H, W)``) as one image,
-    row by row, with NaN gaps between tiles. Returns the image and, per pixel, its channel (-1 in gaps)."""
+def tile(maps: torch.Tensor | np.ndarray, channels: Sequence[int], columns: int | None = None) -> np.ndarray:
+    """``maps[c]`` for each ``c`` of ``channels`` (``maps`` is ``(C, H, W)``) laid out row by row as one
+    ``float32`` image, with NaN in the gaps between tiles."""
     maps = np.asarray(maps, dtype=np.float32)
     columns = columns or mosaic_columns(len(channels))
     rows = max(1, math.ceil(len(channels) / columns))
     h, w = maps.shape[1:]
     image = np.full((rows * (h + GAP) - GAP, columns * (w + GAP) - GAP), np.nan, dtype=np.float32)
-    owner = np.full(image.shape, -1, dtype=np.int32)
     for i, channel in enumerate(channels):
         top, left = (i // columns) * (h + GAP), (i % columns) * (w + GAP)
         image[top:top + h, left:left + w] = maps[channel]
-        owner[top:top + h, left:left + w] = channel
-    return image, owner
+    return image
 
 
-def _mosaic_trace(maps, channels, columns, **heatmap) -> go.Heatmap:
-    image, owner = tile(maps, channels, columns)
-    return go.Heatmap(z=image, customdata=owner, hoverongaps=False,
-                      hovertemplate="channel %{customdata}<br>value %{z:.3f}<extra></extra>", **heatmap)
+def _zoom(shape: tuple[int, int]) -> int:
+    return max(1, math.ceil(MIN_SIDE / max(shape)))
 
 
-def _square_axes(fig: go.Figure, n_axes: int) -> None:
-    for i in range(1, n_axes + 1):
-        suffix = "" if i == 1 else str(i)
-        fig.layout[f"yaxis{suffix}"].update(autorange="reversed", scaleanchor=f"x{suffix}", showticklabels=False,
-                                            showgrid=False, zeroline=False)
-        fig.layout[f"xaxis{suffix}"].update(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
+def _colorize(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Values to Viridis RGB over ``[lo, hi]``, gaps (NaN) white, enlarged by :func:`_zoom`."""
+    gaps = np.isnan(image)
+    unit = np.clip((np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = _LUT[np.rint(unit * 255).astype(np.intp)]
+    rgb[gaps] = GAP_COLOR
+    return _enlarge(rgb)
+
+
+def _enlarge(pixels: np.ndarray) -> np.ndarray:
+    zoom = _zoom(pixels.shape[:2])
+    return pixels.repeat(zoom, axis=0).repeat(zoom, axis=1)
+
+
+def _tile_markers(maps: torch.Tensor, channels: Sequence[int], columns: int, axis: str, label: str,
+                  colorbar: dict | None = None) -> go.Scatter:
+    """One invisible marker at the centre of each tile: the hover text names the channel."""
+    h, w = maps.shape[1:]
+    rows = math.ceil(len(channels) / columns)
+    zoom = _zoom((rows * (h + GAP) - GAP, columns * (w + GAP) - GAP))
+    index = np.arange(len(channels))
+    x = ((index % columns) * (w + GAP) + w / 2) * zoom - 0.5  # tile centre in enlarged pixel coordinates
+    y = ((index // columns) * (h + GAP) + h / 2) * zoom - 0.5
+    activity = maps[list(channels)].abs().mean(dim=(1, 2)).numpy()
+    marker = dict(size=1, opacity=0)
+    if colorbar:
+        marker = dict(size=1, opacity=0, color=activity, **colorbar)
+    return go.Scatter(x=x, y=y, mode="markers", marker=marker, xaxis=f"x{axis}", yaxis=f"y{axis}",
+                      customdata=np.stack([np.asarray(channels), activity], axis=1), showlegend=False,
+                      hovertemplate=f"{label}<br>channel %{{customdata[0]}}<br>mean |a| %{{customdata[1]:.3f}}"
+                                    "<extra></extra>")
 
 
 def normalise_channels(clean: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
@@ -65,62 +93,65 @@ def normalise_channels(clean: torch.Tensor, *others: torch.Tensor) -> list[torch
     return [t / scale for t in (clean, *others)]
 
 
+def _mosaic_figure(panels: Sequence[tuple[str, np.ndarray]], markers: Sequence[go.Scatter],
+                   title: str | None, panel_height: int) -> go.Figure:
+    fig = image_grid([[Panel(pixels, name) for name, pixels in panels]], panel_height=panel_height, title=title)
+    for image in fig.data:
+        image.hoverinfo = "skip"  # the tile markers answer hovers; pixel coordinates mean little here
+    fig.add_traces(list(markers))
+    fig.update_layout(hovermode="closest", hoverdistance=-1)
+    if any(m.marker.showscale for m in markers):
+        fig.update_layout(margin_r=90)
+    return fig
+
+
+def channel_mosaic(maps: torch.Tensor, channels: Sequence[int], title: str = "", *, panel_height: int = 420
+                   ) -> go.Figure:
+    """``channels`` of a ``(C, H, W)`` activation as one tiled image, each channel on its own range."""
+    maps, = normalise_channels(maps.float())
+    columns = mosaic_columns(len(channels))
+    lo = min(0.0, float(maps[list(channels)].min()))
+    pixels = _colorize(tile(maps, channels, columns), lo, 1.0)
+    return _mosaic_figure([(title or "channels", pixels)], [_tile_markers(maps, channels, columns, "", "")],
+                          None, panel_height)
+
+
 def before_after(clean: torch.Tensor, regularized: torch.Tensor, channels: Sequence[int],
-                 titles: tuple[str, str] = ("clean", "after regularizer")) -> go.Figure:
+                 titles: tuple[str, str] = ("clean", "after regularizer"), *, panel_height: int = 420) -> go.Figure:
     """The same ``channels`` of a ``(C, H, W)`` activation before and after the regularizer, side by side
-    on one colour scale (each channel divided by its clean maximum)."""
-    clean, regularized = normalise_channels(clean, regularized)
+    on one colour scale (each channel divided by its clean maximum, so > 1 means rescaled up)."""
+    clean, regularized = normalise_channels(clean.float(), regularized.float())
     picked = list(channels)
-    zmin = min(0.0, float(clean[picked].min()), float(regularized[picked].min()))
-    zmax = max(1.0, float(regularized[picked].max()))
+    lo = min(0.0, float(clean[picked].min()), float(regularized[picked].min()))
+    hi = max(1.0, float(regularized[picked].max()))
     columns = mosaic_columns(len(picked))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.04)
-    for col, maps in enumerate((clean, regularized), start=1):
-        fig.add_trace(_mosaic_trace(maps, picked, columns, coloraxis="coloraxis"), row=1, col=col)
-    fig.update_layout(coloraxis=dict(colorscale=MOSAIC_COLORS, cmin=zmin, cmax=zmax,
-                                     colorbar=dict(title="a / clean max", thickness=12)),
-                      margin=dict(l=10, r=10, t=40, b=10), height=460, uirevision="features")
-    _square_axes(fig, 2)
-    return fig
+    colorbar = dict(colorscale=MOSAIC_COLORS, cmin=lo, cmax=hi, showscale=True,
+                    colorbar=dict(title="a / clean max", thickness=12))
+    panels = [(titles[0], _colorize(tile(clean, picked, columns), lo, hi)),
+              (titles[1], _colorize(tile(regularized, picked, columns), lo, hi))]
+    markers = [_tile_markers(clean, picked, columns, "", titles[0]),
+               _tile_markers(regularized, picked, columns, "2", titles[1], colorbar)]
+    return _mosaic_figure(panels, markers, None, panel_height)
 
 
-def cluster_mosaic(labels: torch.Tensor, channels: Sequence[int], dropped: Sequence[int] = ()) -> go.Figure:
-    """Each channel's cluster label map (``(C, H, W)`` integers), tiled; ``dropped`` clusters are drawn
-    black, so the map shows which regions one draw removed."""
-    labels = torch.as_tensor(labels).to(torch.float32)
-    n_labels = int(labels.max().item()) + 1 if labels.numel() else 1
-    shown = labels.clone()
-    for cluster in dropped:
-        shown[labels == cluster] = -1  # below every label: the first colour of the scale
-    colors = ["#000000"] + [_qualitative(i) for i in range(n_labels)]
-    steps = np.linspace(0, 1, len(colors) + 1)
-    colorscale = [[float(p), color] for i, color in enumerate(colors) for p in (steps[i], steps[i + 1])]
-    fig = go.Figure(_mosaic_trace(shown.numpy(), list(channels), None, colorscale=colorscale,
-                                  zmin=-1.5, zmax=n_labels - 0.5, showscale=False))
-    fig.data[0].hovertemplate = "channel %{customdata}<br>cluster %{z}<extra></extra>"
-    fig.update_layout(title=f"cluster maps ({n_labels} clusters, black = dropped in this draw)",
-                      margin=dict(l=10, r=10, t=40, b=10), height=420, uirevision="clusters")
-    _square_axes(fig, 1)
-    return fig
-
-
-def _qualitative(i: int) -> str:
-    palette = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880",
-               "#ff97ff", "#fecb52")
-    return palette[i % len(palette)]
-
-
-def stage_row(stages: dict[str, torch.Tensor], title: str = "") -> go.Figure:
-    """One panel per ``explain()`` stage of a single channel (each ``(H, W)``), in order."""
-    names = list(stages)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.02)
-    for col, name in enumerate(names, start=1):
-        z = np.asarray(stages[name], dtype=np.float32)
-        fig.add_trace(go.Heatmap(z=z, colorscale=MOSAIC_COLORS, showscale=False,
-                                 hovertemplate=f"{name}<br>%{{z:.3f}}<extra></extra>"), row=1, col=col)
-    fig.update_layout(title=title, margin=dict(l=10, r=10, t=60, b=10), height=260, uirevision="stages")
-    _square_axes(fig, len(names))
-    return fig
+def cluster_mosaic(labels: torch.Tensor, channels: Sequence[int], mask: torch.Tensor | None = None, *,
+                   panel_height: int = 420) -> go.Figure:
+    """Each channel's cluster label map (``(C, H, W)`` integers) tiled in the stage palette; where one
+    draw's ``mask`` (``(C, H, W)``, 0 = dropped) removed a cluster it is drawn black."""
+    labels = torch.as_tensor(labels).to(torch.int64)
+    picked = list(channels)
+    columns = mosaic_columns(len(picked))
+    image = tile(labels, picked, columns)
+    gaps = np.isnan(image)
+    pixels = PALETTE[np.nan_to_num(image, nan=0).astype(np.int64) % len(PALETTE)]
+    if mask is not None:
+        pixels[tile(mask, picked, columns) == 0] = 0
+    pixels[gaps] = GAP_COLOR
+    n_clusters = len(torch.unique(labels[picked]))
+    marker = _tile_markers(labels.float(), picked, columns, "", "cluster map")
+    marker.hovertemplate = "channel %{customdata[0]}<extra></extra>"
+    title = f"cluster map per channel ({n_clusters} cluster ids; black = dropped in the first draw)"
+    return _mosaic_figure([(title, _enlarge(pixels))], [marker], None, panel_height)
 
 
 def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.Figure:
@@ -129,14 +160,15 @@ def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.
     fig = go.Figure([
         go.Bar(name="clean", y=labels, x=[row.clean for row in rows], orientation="h", marker_color=CLEAN_COLOR,
                hovertemplate="%{y}: %{x:.3f}<extra>clean</extra>"),
-        go.Bar(name=f"regularized (mean of {n_draws})", y=labels, x=[row.mean for row in rows], orientation="h",
-               marker_color=REGULARIZED_COLOR,
+        go.Bar(name=f"regularized (mean of {n_draws} draws, whisker = min..max)", y=labels,
+               x=[row.mean for row in rows], orientation="h", marker_color=REGULARIZED_COLOR,
                error_x=dict(type="data", symmetric=False, array=[row.high - row.mean for row in rows],
                             arrayminus=[row.mean - row.low for row in rows]),
                hovertemplate="%{y}: %{x:.3f}<extra>regularized mean</extra>"),
     ])
-    fig.update_layout(barmode="group", yaxis=dict(autorange="reversed"), xaxis=dict(range=[0, 1], title="probability"),
-                      title=f"top-5 predictions: top-1 unchanged in {agreement:.0%} of {n_draws} draws",
-                      legend=dict(orientation="h", y=-0.2), margin=dict(l=10, r=10, t=50, b=10), height=340,
+    fig.update_layout(barmode="group", yaxis=dict(autorange="reversed"),
+                      xaxis=dict(range=[0, 1], title="probability"),
+                      title=f"Top-5 predictions: top-1 unchanged in {agreement:.0%} of {n_draws} draws",
+                      legend=dict(orientation="h", y=-0.25), margin=dict(l=10, r=10, t=50, b=10), height=360,
                       uirevision="topk")
     return fig

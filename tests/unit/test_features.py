@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dropviz.features import ARCHITECTURES, FeatureModel, compare_predictions, load_feature_model, rank_channels
+from dropviz.features.extract import fit_clusters, layer_effect, use_clusters
 from dropviz.regularizers import REGISTRY
 
 
@@ -121,3 +122,16 @@ def test_every_architecture_labels_its_logits():
         _, logits = model.capture(torch.zeros(1, 3, spec.input_size, spec.input_size), [])
         assert logits.shape == (1, len(model.class_names))
         assert not model.trained and "UNTRAINED" in model.weights
+
+
+def test_dropcluster_is_fitted_on_the_layers_activations_and_reused(resnet20, image):
+    batch = torch.cat([image, image.flip(-1), image.flip(-2), -image])
+    spec = REGISTRY["dropcluster"]
+    labels = fit_clusters(resnet20, "stage3.block1", batch, spec.make(n_clusters=5))
+    assert labels.shape == (64, 8, 8) and labels.dtype == torch.int64
+    grid = spec.make(n_clusters=5).explain(torch.ones(1, 64, 8, 8))["clusters"][0]
+    assert not torch.equal(labels, grid), "fitted clusters differ from the unfitted grid"
+    regularizer = use_clusters(spec.make(n_clusters=5, drop_prob=0.4), labels)
+    effect = layer_effect(resnet20, image, "stage3.block1", regularizer, n_draws=2, seed=0)
+    assert torch.equal(effect.stages["clusters"], labels)
+    assert effect.logits.shape == (2, 10)
