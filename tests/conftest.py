@@ -239,4 +239,5 @@ def pytest_sessionstart(session):
 
 def pytest_terminal_summary(terminalreporter):
     if _screenshots_taken:
-        terminalreporter.write_sep("-", f"{len(_screenshots_taken)} screenshots in {SCREENSHOT_DIR}")
+        count = len(_screenshots_taken)
+        terminalreporter.write_sep("-", f"{count} screenshot{'s' * (count != 1)} in {SCREENSHOT_DIR}")
