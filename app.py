@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent
 # A page whose file does not exist yet is left out, so the app runs while pages are being written.
 PAGES: list[tuple[str, str, str, str]] = [
     ("pages/home.py", "Home", ":material/home:", "What dropviz is and which methods it covers."),
+    ("pages/lecture.py", "Lecture", ":material/school:", "The story of structured dropout, step by step, from a link."),
 ]
 
 

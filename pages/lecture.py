@@ -1,0 +1,122 @@
+"""Lecture: the story of structured dropout, step by step, for a projector and for a shared link.
+
+The URL holds the whole view: ``?chapter=dropblock&step=2&block_size=5&seed=3&hide=sidebar,controls``.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from dropviz.lecture import CHAPTERS, CONTROLS, HIDE_FLAGS, parse_control, parse_view, view_query
+
+PRESENTER_CSS = """
+<style>
+[data-testid="stMainBlockContainer"] { padding-top: 1.2rem; padding-bottom: 1rem; max-width: 100%; }
+[data-testid="stMarkdownContainer"] p { font-size: 1.3rem; line-height: 1.45; }
+[data-testid="stBaseButton-secondary"] p, [data-testid="stBaseButton-primary"] p { font-size: 1.2rem; }
+.katex { font-size: 1.45em; }
+</style>
+"""
+HIDE_SIDEBAR_CSS = """
+<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stExpandSidebarButton"],
+[data-testid="stSidebarNav"] { display: none; }
+</style>
+"""
+
+query = st.query_params.to_dict()
+view, notes = parse_view(query, CHAPTERS)
+chapter, step = view.chapter, view.step
+chapter_index = CHAPTERS.index(chapter)
+
+
+def go_to(chapter_key: str, step_number: int) -> None:
+    st.query_params["chapter"] = chapter_key
+    st.query_params["step"] = str(step_number)
+    st.session_state["toc"] = chapter_key
+
+
+def previous_view() -> tuple[str, int] | None:
+    if step > 1:
+        return chapter.key, step - 1
+    if chapter_index > 0:
+        earlier = CHAPTERS[chapter_index - 1]
+        return earlier.key, len(earlier.steps)
+    return None
+
+
+def next_view() -> tuple[str, int] | None:
+    if step < len(chapter.steps):
+        return chapter.key, step + 1
+    if chapter_index + 1 < len(CHAPTERS):
+        return CHAPTERS[chapter_index + 1].key, 1
+    return None
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the figure…")
+def step_figure(chapter_key: str, step_number: int, params: tuple[tuple[str, object], ...]):
+    wanted = next(c for c in CHAPTERS if c.key == chapter_key)
+    return wanted.steps[step_number - 1].figure(dict(params))
+
+
+st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
+if "sidebar" in view.hide:
+    st.markdown(HIDE_SIDEBAR_CSS, unsafe_allow_html=True)
+else:
+    with st.sidebar:
+        st.session_state["toc"] = chapter.key
+        titles = {c.key: f"{number}. {c.title}" for number, c in enumerate(CHAPTERS, start=1)}
+        st.radio("Chapters", list(titles), key="toc", format_func=titles.get,
+                 on_change=lambda: go_to(st.session_state["toc"], 1))
+
+for note in notes:
+    st.warning(note)
+
+# Header: where we are, and the step buttons beside it.
+title_column, *nav_columns = st.columns([8, 1.3, 1.3], vertical_alignment="center")
+with title_column:
+    st.header(f"{chapter_index + 1}. {chapter.title}", anchor=False)
+    st.subheader(f"Step {step} of {len(chapter.steps)}: {view.current.title}", anchor=False)
+if "nav" not in view.hide:
+    earlier, later = previous_view(), next_view()
+    nav_columns[0].button("← Previous", key="previous", disabled=earlier is None, width="stretch",
+                          on_click=go_to, args=earlier or (chapter.key, step))
+    nav_columns[1].button("Next →" if step < len(chapter.steps) else "Next chapter →", key="next", type="primary",
+                          disabled=later is None, width="stretch", on_click=go_to, args=later or (chapter.key, step))
+
+figure_area = st.container()
+formula_column, text_column = st.columns([2, 3], vertical_alignment="center")
+formula_column.latex(view.current.formula)
+text_column.markdown(view.current.text)
+
+# Parameters: the URL's values, overridden by the sliders when they are shown.
+params = {}
+for name, control in CONTROLS.items():
+    params[name], note = parse_control(query, control)
+    if note and name in chapter.controls:
+        st.warning(note)
+if "controls" not in view.hide and chapter.controls:
+    for column, name in zip(st.columns(len(chapter.controls)), chapter.controls):
+        control = CONTROLS[name]
+        with column:
+            params[name] = st.slider(control.label, control.kind(control.min), control.kind(control.max),
+                                     control.default, control.kind(control.step), key=name,
+                                     bind="query-params", help=control.help)
+
+with figure_area:
+    try:
+        figure = step_figure(chapter.key, step, tuple((name, params[name]) for name in chapter.controls))
+    except ValueError as error:  # a combination the method rejects: say why, keep the app running
+        st.error(f"This setting cannot be shown: {error}")
+    else:
+        st.plotly_chart(figure, width="stretch", key=f"figure-{chapter.key}-{step}",
+                        config={"displaylogo": False})
+
+if "sidebar" not in view.hide:
+    with st.sidebar:
+        st.divider()
+        st.markdown("**Prepare a link** to this view")
+        hide = [flag for flag in HIDE_FLAGS if st.checkbox(f"hide {flag}", key=f"link-hide-{flag}")]
+        changed = {name: value for name, value in params.items() if value != CONTROLS[name].default}
+        st.code(f"lecture?{view_query(chapter.key, step, changed, hide)}", language=None)
+        st.caption("Append it to the app's address. hide=sidebar hides this panel, hide=controls the "
+                   "sliders, hide=nav the step buttons.")

@@ -1,0 +1,63 @@
+"""The measurements behind chapter 1: correlation of neighbours and what they leak of a dropped unit."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dropviz.lecture.measure import neighbour_estimate, recovered_fraction, spatial_autocorrelation
+
+
+def smooth_map(side=48, seed=0):
+    """White noise blurred by a 7x7 box: neighbours strongly correlated, far units not."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 1, side + 6, side + 6, generator=g)
+    return torch.nn.functional.avg_pool2d(noise, 7, stride=1)[0, 0]
+
+
+def test_autocorrelation_of_a_box_blur_matches_its_overlap():
+    # For a k x k box blur of white noise, corr at shift d is the overlap (k - d) / k.
+    # A 160 x 160 map holds about (160 / 7)^2 ~ 520 independent patches, so each estimate's standard
+    # error is about 1 / sqrt(520) ~ 0.045; allow three of them.
+    rho = spatial_autocorrelation(smooth_map(side=160), 8)
+    expected = torch.tensor([(7 - d) / 7 if d < 7 else 0.0 for d in range(1, 9)])
+    assert torch.allclose(rho, expected, atol=0.135)
+    assert rho[0] > rho[3] > rho[6]
+
+
+def test_autocorrelation_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        spatial_autocorrelation(torch.zeros(1, 4, 4), 1)
+    with pytest.raises(ValueError, match="max_offset"):
+        spatial_autocorrelation(torch.zeros(4, 4), 4)
+
+
+def test_neighbour_estimate_is_the_mean_of_kept_neighbours():
+    values = torch.arange(9.0).view(3, 3)
+    mask = torch.ones(3, 3)
+    mask[1, 1] = 0
+    mask[0, 0] = 0
+    estimate, has = neighbour_estimate(values, mask)
+    assert estimate[1, 1] == pytest.approx((1 + 2 + 3 + 5 + 6 + 7 + 8) / 7)
+    assert has.all()
+
+
+def test_isolated_holes_fall_back_to_the_mean_of_kept_units():
+    values = torch.rand(9, 9, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(9, 9)
+    mask[2:7, 2:7] = 0  # the centre has no kept unit within 1 pixel
+    estimate, has = neighbour_estimate(values, mask)
+    assert not has[4, 4] and has[2, 2]
+    assert estimate[4, 4] == pytest.approx(float(values[mask > 0].mean()))
+
+
+def test_single_holes_are_recovered_but_blocks_are_not():
+    x = smooth_map(seed=2)
+    g = torch.Generator().manual_seed(0)
+    scattered = (torch.rand(x.shape, generator=g) >= 0.2).float()
+    block = torch.ones_like(x)
+    block[10:30, 10:30] = 0
+    assert recovered_fraction(x, scattered) > 0.6
+    assert recovered_fraction(x, block) < 0.3
+    assert math.isnan(recovered_fraction(x, torch.ones_like(x)))
