@@ -1,0 +1,118 @@
+"""``python -m dropviz.train``: train a model with a regularizer, logging to the runs database.
+
+Examples::
+
+    python -m dropviz.train --model resnet20 --dataset imagefolder --data-dir data/cifar10-jpeg \\
+        --regularizer dropblock --drop-prob 0.1 --block-size 3 --epochs 30
+    python -m dropviz.train --dataset digits --epochs 3                # offline, no data needed
+    python -m dropviz.train --resume 20261122-220630-3fa9c1            # continue from the last checkpoint
+    torchrun --nproc-per-node 4 -m dropviz.train --epochs 30 ...       # DistributedDataParallel
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from dataclasses import fields
+
+from dropviz.data.datasets import DATASETS
+from dropviz.models import MODELS, PLACEMENT
+from dropviz.regularizers import REGISTRY
+
+from .config import DEVICES, SCHEDULES, ConfigError, RunConfig, flag, regularizer_names
+from .db import RunsDB, check_run_id
+from .engine import train_run
+from .jobs import JobManager, default_runs_dir
+
+EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130}
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def regularizer_params() -> dict[str, tuple[type, str]]:
+    """Every parameter some registry method takes: name -> (kind, help naming the methods that take it)."""
+    params: dict[str, tuple[type, str, list[str]]] = {}
+    for spec in REGISTRY.values():
+        for p in spec.params:
+            params.setdefault(p.name, (p.kind, p.help, []))[2].append(f"{spec.name} (default {p.default})")
+    return {name: (kind, f"{help_text} For {', '.join(users)}.") for name, (kind, help_text, users) in params.items()}
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = RunConfig()
+    p = argparse.ArgumentParser(prog="python -m dropviz.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Regularizer placement: " + "; ".join(f"{k}: {v}" for k, v in PLACEMENT.items()))
+    p.add_argument("--model", choices=list(MODELS), default=defaults.model)
+    p.add_argument("--dataset", choices=list(DATASETS), default=defaults.dataset)
+    p.add_argument("--data-dir", help="where the dataset is (default $DROPVIZ_DATA_DIR or data/); for imagefolder "
+                                      "the folder holding train/ and test/")
+    p.add_argument("--regularizer", choices=regularizer_names(), default=defaults.regularizer)
+    for name, (kind, help_text) in regularizer_params().items():
+        p.add_argument(f"--{flag(name)}", dest=f"param_{name}", metavar=name.upper(),
+                       type=_bool if kind is bool else kind, help=help_text)
+    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                   help="linear: drop_prob ramps from 0 to its value over the run (as DropBlock does)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process under torchrun")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="peak SGD learning rate (warm-up, cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--device", choices=DEVICES, default=defaults.device)
+    p.add_argument("--limit-train", type=int, help="train on a seeded random subset of this many images")
+    p.add_argument("--limit-test", type=int, help="test on a seeded random subset of this many images")
+    p.add_argument("--log-every", type=int, default=defaults.log_every, help="steps between logged metrics")
+    p.add_argument("--runs-dir", default=None, help="default $DROPVIZ_RUNS_DIR or runs/")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--worker", metavar="RUN_ID", help=argparse.SUPPRESS)  # how JobManager starts a queued run
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    names = {f.name for f in fields(RunConfig)} - {"params"}
+    values = {name: getattr(args, name) for name in names}
+    values["params"] = {key[len("param_"):]: value for key, value in vars(args).items()
+                        if key.startswith("param_") and value is not None}
+    return RunConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops a run cleanly, as cancelled
+    runs_dir = args.runs_dir or default_runs_dir()
+    progress = False if args.no_progress else None
+    run_id = args.worker or args.resume
+    if run_id:
+        try:
+            check_run_id(run_id)
+        except ValueError as error:
+            p.error(str(error))
+        if RunsDB(runs_dir).run(run_id) is None:
+            p.error(f"no run {run_id} in {runs_dir}")
+        status = train_run(runs_dir, run_id, progress)
+        if args.worker:  # this slot is free now: start whatever waits in the queue
+            JobManager(runs_dir).schedule()
+    else:
+        try:
+            config = config_from_args(args).validate()
+        except ConfigError as error:
+            p.error(str(error))
+        db = RunsDB(runs_dir)
+        run_id = db.create_run(config, status="starting")
+        print(f"run {run_id} in {runs_dir}", file=sys.stderr)
+        status = train_run(runs_dir, run_id, progress)
+    run = RunsDB(runs_dir).run(run_id) or {}
+    print(f"run {run_id}: {status}" + (f"\n{run.get('error')}" if run.get("error") else ""), file=sys.stderr)
+    return EXIT_CODES.get(status, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""What a training run is: :class:`RunConfig`, checked in full before anything is launched."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from dropviz.data.datasets import DATASETS
+from dropviz.models import MODELS, PLACEMENT
+from dropviz.regularizers import REGISTRY
+
+DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("linear", "constant")
+
+
+class ConfigError(ValueError):
+    """Invalid run parameters; the message lists every problem, in the words of the CLI flags."""
+
+
+def regularizer_names() -> list[str]:
+    """Registry methods that have a place in the models, plus ``none``."""
+    return ["none"] + [name for name in REGISTRY if name in PLACEMENT]
+
+
+@dataclass
+class RunConfig:
+    model: str = "resnet20"
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    regularizer: str = "none"
+    params: dict[str, Any] = field(default_factory=dict)  # regularizer parameters; REGISTRY has the rest
+    schedule: str = "linear"  # drop_prob ramps from 0 over the run (DropBlock's scheduled variant)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"
+    limit_train: int | None = None
+    limit_test: int | None = None
+    log_every: int = 10
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown run setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def validate(self) -> "RunConfig":
+        """Raise :class:`ConfigError` naming every invalid setting; return ``self`` when all are valid."""
+        problems = []
+
+        def choice(name: str, options) -> None:
+            if getattr(self, name) not in options:
+                problems.append(f"--{flag(name)} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
+
+        def at_least(name: str, low: float, kind: type = int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if not (value is None and optional) and not (_is_kind(value, kind) and value >= low):
+                problems.append(f"--{flag(name)} must be {KIND_NAMES[kind]} >= {low}; got {value!r}")
+
+        choice("model", list(MODELS))
+        choice("dataset", list(DATASETS))
+        choice("regularizer", regularizer_names())
+        choice("schedule", SCHEDULES)
+        choice("device", DEVICES)
+        for name in ("epochs", "batch_size", "log_every"):
+            at_least(name, 1)
+        for name in ("limit_train", "limit_test"):
+            at_least(name, 1, optional=True)
+        at_least("seed", 0)
+        at_least("weight_decay", 0.0, float)
+        if not (_is_kind(self.lr, float) and 0 < self.lr <= 10):
+            problems.append(f"--lr must be a number in (0, 10]; got {self.lr!r}")
+        if self.dataset == "imagefolder" and not self.data_dir:
+            problems.append("--dataset imagefolder needs --data-dir (a folder with train/ and test/)")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                problems.append("--device cuda was asked for but CUDA is not available here; use auto or cpu")
+        problems += self._regularizer_problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+    def _regularizer_problems(self) -> list[str]:
+        if not isinstance(self.params, dict):
+            return [f"regularizer parameters must be a mapping, got {self.params!r}"]
+        if self.regularizer == "none":
+            return [f"--{flag(n)} needs a --regularizer" for n in self.params]
+        if self.regularizer not in REGISTRY:
+            return []
+        spec = REGISTRY[self.regularizer]
+        accepted = {p.name: p for p in spec.params}
+        problems = []
+        for name, value in self.params.items():
+            param = accepted.get(name)
+            if param is None:
+                problems.append(f"--{flag(name)} does not apply to {self.regularizer} (it takes "
+                                f"{', '.join('--' + flag(a) for a in accepted) or 'no parameters'})")
+            elif not _is_kind(value, param.kind):
+                problems.append(f"--{flag(name)} must be {KIND_NAMES[param.kind]}; got {value!r}")
+            elif param.kind in (int, float) and ((param.min is not None and value < param.min) or
+                                                 (param.max is not None and value > param.max)):
+                problems.append(f"--{flag(name)} must be in [{param.min}, {param.max}] for {self.regularizer}; "
+                                f"got {value!r}")
+        if not problems:
+            try:  # the constructor's own checks (e.g. combinations of parameters)
+                spec.make(**self.params)
+            except (ValueError, TypeError) as error:
+                problems.append(f"{self.regularizer}: {error}")
+        return problems
+
+
+KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")

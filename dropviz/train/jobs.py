@@ -1,0 +1,212 @@
+"""Background runs: launch as separate processes, queue beyond a bound, cancel, delete, resume, notice death.
+
+A launched run is a ``python -m dropviz.train --worker RUN_ID`` process in its own session
+(``start_new_session=True``): it survives page reloads and dashboard restarts. At most ``max_running`` runs
+are active at once (``$DROPVIZ_MAX_RUNS``, default 2); more launches wait as ``queued`` and start when a slot
+frees, whoever notices first (a dashboard refresh, or a worker that just finished). Claiming a queued run is
+one ``BEGIN IMMEDIATE`` transaction, so two schedulers never start the same run.
+
+A worker that dies without a word (SIGKILL, out of memory) leaves its row ``running``; :meth:`JobManager.reap`
+marks it ``failed`` as soon as its process is gone (or is a zombie) or its heartbeat is older than
+``STALE_HEARTBEAT_S``. What it logged stays; :meth:`JobManager.resume` continues from its last checkpoint.
+
+With ``$DROPVIZ_READONLY`` set (a dashboard shared with a class), launching, cancelling, resuming and deleting
+raise :class:`ReadOnlyError`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import dropviz
+
+from .config import RunConfig
+from .db import ACTIVE, RunsDB, check_run_id, run_dir
+from .engine import LOG
+
+STALE_HEARTBEAT_S = 10.0
+START_GRACE_S = 120.0  # a claimed run's process must show up by then (imports can be slow on a busy machine)
+DEFAULT_MAX_RUNS = 2
+
+
+class ReadOnlyError(PermissionError):
+    """This dashboard is read-only (``DROPVIZ_READONLY``)."""
+
+
+def readonly() -> bool:
+    return os.environ.get("DROPVIZ_READONLY", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("DROPVIZ_RUNS_DIR", "runs"))
+
+
+def max_running_from_env() -> int:
+    value = os.environ.get("DROPVIZ_MAX_RUNS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_RUNS
+
+
+def worker_alive(pid: int | None, run_id: str | None = None) -> bool:
+    """Whether ``pid`` is a live (not zombie) dropviz training process, for ``run_id`` if given.
+
+    Checking the command line guards against a recycled pid belonging to something else."""
+    if not pid:
+        return False
+    proc = Path("/proc") / str(pid)
+    if not Path("/proc/self").exists():  # no procfs: the best we can do is "a process with this pid exists"
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X") and "dropviz.train" in cmdline and (run_id is None or "--worker" not in cmdline
+                                                                       or run_id in cmdline)
+
+
+class JobManager:
+    def __init__(self, runs_dir: str | Path | None = None, max_running: int | None = None):
+        self.runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
+        self.max_running = max_running or max_running_from_env()
+        self.db = RunsDB(self.runs_dir)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---------------------------------------------------------------- reading
+
+    def runs(self) -> list[dict[str, Any]]:
+        """All runs, newest first, after marking dead workers' runs failed."""
+        self.reap()
+        return self.db.runs()
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return self.db.run(run_id)
+
+    def log_tail(self, run_id: str, lines: int = 25) -> str:
+        """The last lines the run's worker printed (its stdout and stderr)."""
+        path = run_dir(self.runs_dir, run_id) / LOG
+        if not path.is_file():
+            return ""
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 64_000))
+            return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
+
+    # ---------------------------------------------------------------- actions
+
+    def _writable(self) -> None:
+        if readonly():
+            raise ReadOnlyError("this dashboard is read-only (DROPVIZ_READONLY is set): runs cannot be launched, "
+                                "cancelled, resumed or deleted here")
+
+    def launch(self, config: RunConfig) -> str:
+        """Validate ``config``, queue it and start it if a slot is free; return the run id."""
+        self._writable()
+        config.validate()
+        run_id = self.db.create_run(config)
+        run_dir(self.runs_dir, run_id).mkdir(parents=True, exist_ok=True)
+        self.schedule()
+        return run_id
+
+    def cancel(self, run_id: str) -> None:
+        """A queued run is cancelled at once; an active one stops at its next step (within about a second)."""
+        self._writable()
+        check_run_id(run_id)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE runs SET status = 'cancelled', finished = ? WHERE id = ? AND status = 'queued'",
+                         (time.time(), run_id))
+            conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status IN ('starting', 'running')",
+                         (run_id,))
+
+    def resume(self, run_id: str) -> None:
+        """Queue a failed or cancelled run again; its worker continues from the last checkpoint."""
+        self._writable()
+        check_run_id(run_id)
+        with self.db.transaction() as conn:
+            updated = conn.execute(
+                "UPDATE runs SET status = 'queued', error = NULL, cancel_requested = 0, finished = NULL "
+                "WHERE id = ? AND status IN ('failed', 'cancelled')", (run_id,)).rowcount
+        if not updated:
+            raise ValueError(f"run {run_id} is not failed or cancelled, so there is nothing to resume")
+        self.schedule()
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run that is not active: its rows and its folder."""
+        self._writable()
+        self.reap()
+        run = self.db.run(run_id)
+        if run is None:
+            raise ValueError(f"no run {run_id}")
+        if run["status"] in ACTIVE:
+            raise ValueError(f"run {run_id} is {run['status']}: cancel it before deleting it")
+        self.db.delete_run(run_id)
+        folder = run_dir(self.runs_dir, run_id)
+        if folder.resolve().parent == self.runs_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def reap(self) -> list[str]:
+        """Mark active runs whose worker is gone as failed; return their ids."""
+        now = time.time()
+        dead = []
+        for run in self.db.conn.execute("SELECT * FROM runs WHERE status IN ('starting', 'running')").fetchall():
+            beat = run["heartbeat"] or run["created"]
+            if run["status"] == "starting" and run["pid"] is None:
+                gone = now - beat > START_GRACE_S
+            elif run["status"] == "starting":
+                gone = not worker_alive(run["pid"], run["id"])
+            else:
+                gone = not worker_alive(run["pid"], run["id"]) or now - beat > STALE_HEARTBEAT_S
+            if gone:
+                dead.append(run["id"])
+                message = (f"The worker process (pid {run['pid']}) stopped without reporting (killed, e.g. by "
+                           f"SIGKILL or the out-of-memory killer); last heartbeat at "
+                           f"{time.strftime('%H:%M:%S', time.localtime(beat))}. Metrics logged until then are "
+                           f"kept; resume continues from the last checkpoint (epoch {run['epoch']}).")
+                self.db.conn.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? "
+                                     "WHERE id = ? AND status = ?", (message, now, run["id"], run["status"]))
+        return dead
+
+    def schedule(self) -> list[str]:
+        """Start queued runs, oldest first, while fewer than ``max_running`` are active; return their ids."""
+        self.reap()
+        with self.db.transaction() as conn:
+            active = conn.execute(f"SELECT COUNT(*) FROM runs WHERE status IN {ACTIVE}").fetchone()[0]
+            claimed = [row[0] for row in conn.execute(
+                "SELECT id FROM runs WHERE status = 'queued' ORDER BY created, id LIMIT ?",
+                (max(0, self.max_running - active),))]
+            for run_id in claimed:
+                conn.execute("UPDATE runs SET status = 'starting', pid = NULL, heartbeat = ? WHERE id = ?",
+                             (time.time(), run_id))
+        for run_id in claimed:
+            self._spawn(run_id)
+        return claimed
+
+    def _spawn(self, run_id: str) -> None:
+        folder = run_dir(self.runs_dir, run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        package_root = str(Path(dropviz.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+               "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "dropviz.train", "--worker", run_id, "--runs-dir", str(self.runs_dir)]
+        try:
+            with open(folder / LOG, "ab") as log:
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           env=env, start_new_session=True)
+        except OSError as error:
+            self.db.update_run(run_id, status="failed", error=f"could not start the worker: {error}",
+                               finished=time.time())
+            return
+        self.db.conn.execute("UPDATE runs SET pid = ? WHERE id = ? AND pid IS NULL", (process.pid, run_id))
