@@ -23,12 +23,16 @@ help: ## List the targets
 venv: $(STAMP) ## Create the virtual environment and install the requirements (cached)
 	@if [ ! -e .venv ] || [ -L .venv ]; then ln -sfn $(VENV) .venv; fi
 
+# The stamp is written only after a complete install. The lock makes a second clone (or CI job) that
+# sets up at the same time wait, then find the stamp and install nothing.
 $(STAMP):
-	@echo ">> setting up $(VENV) (first time: about 2-3 minutes, ~6 GB)"
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-test.txt
-	touch $@
+	@mkdir -p $(dir $(VENV))
+	@flock $(VENV).lock bash -ec 'test -f $@ && exit 0; \
+	  echo ">> setting up $(VENV) (first time: about 2-3 minutes, ~6 GB)"; \
+	  test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install --quiet --upgrade pip; \
+	  $(PY) -m pip install --quiet -r requirements-test.txt; \
+	  touch $@'
 
 chromium: ## Install Debian's chromium for the browser tests (needs root or sudo)
 	@bash scripts/ensure_chromium.sh
