@@ -37,7 +37,7 @@ $(STAMP):
 chromium: ## Install Debian's chromium for the browser tests (needs root or sudo)
 	@bash scripts/ensure_chromium.sh
 
-run: venv ## Start the dashboard on http://$(HOST):$(PORT)
+run: venv ## Start the dashboard and print its URL (refuses a taken PORT)
 	@bash scripts/run_app.sh "$(PY)" "$(HOST)" "$(PORT)"
 
 test: venv chromium ## Run unit, AppTest and browser tests
