@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent
 PAGES: list[tuple[str, str, str, str]] = [
     ("pages/home.py", "Home", ":material/home:", "What dropviz is and which methods it covers."),
     ("pages/lecture.py", "Lecture", ":material/school:", "The story of structured dropout, step by step, from a link."),
+    ("pages/features.py", "Feature Maps", ":material/layers:", "A ResNet's feature maps at one layer, before and after a regularizer, and how its predictions move."),
 ]
 
 

@@ -41,7 +41,10 @@ class FeatureModel:
 
     def input_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """An ``(H, W, 3)`` uint8 RGB image as the normalised ``(1, 3, S, S)`` input (centre crop, resize)."""
-        x = to_feature_map(pixels, self.input_size)
+        return self.normalise(to_feature_map(pixels, self.input_size))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` RGB in ``[0, 1]`` (e.g. from ``to_feature_map``) as the network expects it."""
         return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
 
     def layer_shapes(self) -> dict[str, tuple[int, int, int]]:

@@ -7,6 +7,7 @@ or from random initialisation. Every failure is a :class:`WeightsError` whose me
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,10 +90,11 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from ``path``, loaded with ``weights_only=True``. Accepts a bare state dict or a dict
-    holding one under ``"model"`` / ``"state_dict"``; anything else raises :class:`WeightsError`."""
-    name = Path(path).name
+def read_checkpoint(path: str | os.PathLike, name: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict in ``path`` and what else the file holds (e.g. the trainer's ``config``, ``epoch``),
+    loaded with ``weights_only=True``. Accepts a bare state dict or a dict holding one under ``"model"`` /
+    ``"state_dict"``; anything else raises :class:`WeightsError` whose message calls the file ``name``."""
+    name = name or Path(path).name
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -106,7 +108,13 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     state = _find_state_dict(obj)
     if state is None:
         raise WeightsError(f"{name} holds no model weights (expected a state dict of tensors).")
-    return state
+    extra = {k: v for k, v in obj.items() if not isinstance(v, (Mapping, torch.Tensor))}
+    return state, extra
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of :func:`read_checkpoint`."""
+    return read_checkpoint(path)[0]
 
 
 def _find_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -159,6 +167,125 @@ def load_feature_model(arch: str, weights: str = RANDOM, seed: int = 0) -> Featu
     raise WeightsError(f"unknown weights {weights!r}")
 
 
+def load_checkpoint_model(path: str | os.PathLike, arch: str | None = None, name: str | None = None) -> FeatureModel:
+    """The model saved at ``path``: a trainer checkpoint (its ``config`` names the model, dataset and
+    regularizer; the input is normalised with statistics of that dataset's training images) or a bare
+    state dict for ``arch`` (CIFAR-10 statistics). Refuses, with :class:`WeightsError`, files that are
+    not weights and weights that do not fit. ``name`` is how messages call the file (default: its name)."""
+    name = name or Path(path).name
+    state, extra = read_checkpoint(path, name)
+    config = _run_config(extra.get("config"), name)
+    arch = config.model if config else arch
+    if arch not in ARCHITECTURES or arch == "resnet18-imagenet":
+        raise WeightsError(f"{name}: pick the model it was trained as (one of resnet20, resnet56, resnet18).")
+    spec = ARCHITECTURES[arch]
+    n_classes = _classifier_outputs(state)
+    if config:
+        from dropviz.models import build_model
+
+        try:
+            model = build_model(config.model, num_classes=n_classes, regularizer=config.regularizer,
+                                params=config.params)
+        except ValueError as err:
+            raise WeightsError(f"{name}: its run settings cannot be rebuilt here ({err}).") from None
+        _adopt_unset_buffers(model, state)
+    else:
+        model = MODELS[arch](num_classes=n_classes)
+    load_state(model, state, name, spec.label)
+    classes, mean, std, where = _data_description(config, n_classes)
+    epochs = f", after {extra['epoch']} epoch(s)" if "epoch" in extra else ""
+    what = f"{config.regularizer} on {config.dataset}" if config else "bare state dict"
+    return FeatureModel(model, model.feature_layers(blocks=True), classes, spec.input_size, mean, std,
+                        f"checkpoint {name} ({spec.label}, {what}{epochs}; input normalised with {where})",
+                        trained=True)
+
+
+def _run_config(raw: Any, name: str):
+    if raw is None:
+        return None
+    from dropviz.train.config import RunConfig
+
+    try:
+        return RunConfig.from_dict(json.loads(raw) if isinstance(raw, str) else dict(raw))
+    except (ValueError, TypeError) as err:
+        raise WeightsError(f"{name}: its run settings cannot be read ({err}).") from None
+
+
+def _classifier_outputs(state: Mapping[str, torch.Tensor]) -> int:
+    """Classes of the last linear layer (the last 2-D weight in the state dict)."""
+    matrices = [t for k, t in state.items() if k.endswith("weight") and t.dim() == 2]
+    if not matrices:
+        raise WeightsError("the weights hold no classifier (no linear layer).")
+    return matrices[-1].shape[0]
+
+
+def _adopt_unset_buffers(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Buffers a regularizer creates while training (DropCluster's fitted ``labels``) are None in a fresh
+    model; take them from ``state`` so that a strict load sees the same keys."""
+    for key, value in state.items():
+        owner, _, attr = key.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        if attr in module._buffers and module._buffers[attr] is None:
+            setattr(module, attr, value.clone())
+
+
+def _data_description(config, n_classes: int) -> tuple[tuple[str, ...], tuple, tuple, str]:
+    """Class names and normalisation of a run's dataset: for local datasets measured on up to 2,000 of its
+    training images (the trainer uses all of them: the difference is a fraction of a percent), otherwise
+    CIFAR-10's published statistics (what the trainer measures on CIFAR-10)."""
+    if config is not None and config.dataset in ("digits", "imagefolder"):  # local data only: never a download
+        from dropviz.data.datasets import channel_stats, load_split
+
+        try:
+            data = load_split(config.dataset, "train", config.data_dir, limit=2000, seed=0)
+        except Exception:  # missing or unreadable data: the weights are still worth a look
+            data = None
+        if data is not None and len(data.classes) == n_classes:
+            mean, std = channel_stats(data)
+            return (tuple(data.classes), tuple(mean.tolist()), tuple(std.tolist()),
+                    f"statistics of {len(data)} {config.dataset} training images")
+    classes = CIFAR10[0] if n_classes == 10 else tuple(f"class {i}" for i in range(n_classes))
+    return classes, CIFAR10[1], CIFAR10[2], "CIFAR-10 statistics"
+
+
 def _feature_model(model: ResNet, spec: Architecture, weights: str, trained: bool) -> FeatureModel:
     return FeatureModel(model, model.feature_layers(blocks=True), spec.class_names, spec.input_size, spec.mean,
                         spec.std, weights, trained)
+
+
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """A training run's checkpoint in the runs directory, described for a picker."""
+
+    run_id: str
+    path: Path
+    model: str
+    label: str
+
+
+def run_checkpoints(runs_dir: str | os.PathLike) -> list[RunCheckpoint]:
+    """Checkpoints of the runs in ``runs_dir`` (newest first); runs without one yet are left out."""
+    from dropviz.train.db import DB_NAME, RunsDB, run_dir
+    from dropviz.train.engine import CHECKPOINT
+
+    if not (Path(runs_dir) / DB_NAME).is_file():
+        return []
+    db = RunsDB(runs_dir)
+    try:
+        found = []
+        for run in db.runs():
+            path = run_dir(runs_dir, run["id"]) / CHECKPOINT
+            if not path.is_file():
+                continue
+            config = json.loads(run["config"])
+            accuracy = [e["test_acc"] for e in db.epochs(run["id"]) if e.get("test_acc") is not None]
+            score = f", test acc {accuracy[-1]:.1%}" if accuracy else ""
+            found.append(RunCheckpoint(run["id"], path, config.get("model", "?"),
+                                       f"run {run['id']}: {config.get('model')} + {config.get('regularizer')} on "
+                                       f"{config.get('dataset')}, epoch {run['epoch']}{score} ({run['status']})"))
+        return found
+    finally:
+        db.close()

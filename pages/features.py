@@ -1,0 +1,180 @@
+"""Feature Maps: a ResNet's channels at one layer, the same channels after a regularizer, and how the
+predictions move when the rest of the network runs on the regularized activations."""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from dropviz.data.images import SAMPLES, load_sample, to_feature_map
+from dropviz.features import ARCHITECTURES, IMAGENET, RANDOM, FeatureModel, WeightsError, compare_predictions
+from dropviz.features import load_feature_model, rank_channels
+from dropviz.features.extract import LayerEffect, fit_clusters, layer_effect, use_clusters
+from dropviz.features.weights import imagenet_weights_path, load_checkpoint_model, run_checkpoints
+from dropviz.regularizers import REGISTRY
+from dropviz.train import default_runs_dir
+from dropviz.ui.controls import method_controls, method_select, seed_control, share_link
+from dropviz.ui.image_input import feature_map, image_picker
+from dropviz.ui.panels import plotly_config
+from dropviz.viz import features as fig
+from dropviz.viz.figures import stage_row
+
+URL = "query-params"
+RUN_PREFIX, UPLOAD_PREFIX = "run:", "upload:"
+
+
+# ---------------------------------------------------------------- cached work (small keys, tensors as _args)
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the network...")
+def network(arch: str, weights: str, version: str = "") -> FeatureModel:
+    """One shared model per (architecture, weights, file version); errors are not cached."""
+    if weights.startswith(RUN_PREFIX):
+        return load_checkpoint_model(version.split("@")[0], name=weights.removeprefix(RUN_PREFIX))
+    if weights.startswith(UPLOAD_PREFIX):
+        return load_checkpoint_model(version, arch=arch, name="the uploaded file")
+    return load_feature_model(arch, weights)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def clean_pass(model_id: str, image_id: str, layer: str, _model: FeatureModel, _x: torch.Tensor):
+    acts, logits = _model.capture(_x, [layer])
+    return acts[layer][0], logits
+
+
+@st.cache_data(max_entries=8, show_spinner="Fitting DropCluster's clusters on this layer's activations...")
+def cluster_labels(model_id: str, image_id: str, layer: str, n_clusters: int, _model: FeatureModel,
+                   _x: torch.Tensor) -> torch.Tensor:
+    """Clusters fitted on the layer's activations of the chosen image and the packaged photos."""
+    photos = torch.cat([to_feature_map(load_sample(name), _model.input_size) for name in SAMPLES])
+    batch = torch.cat([_x, _model.normalise(photos)])
+    return fit_clusters(_model, layer, batch, REGISTRY["dropcluster"].make(n_clusters=n_clusters))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def regularized_pass(model_id: str, image_id: str, layer: str, method: str, params: tuple, n_draws: int,
+                     seed: int, _model: FeatureModel, _x: torch.Tensor) -> LayerEffect:
+    regularizer = REGISTRY[method].make(**dict(params))
+    if hasattr(regularizer, "fit"):
+        labels = cluster_labels(model_id, image_id, layer, dict(params)["n_clusters"], _model, _x)
+        use_clusters(regularizer, labels)
+    return layer_effect(_model, _x, layer, regularizer, n_draws, seed)
+
+
+# ---------------------------------------------------------------- choosing the network
+
+def weights_options(arch: str, checkpoints) -> dict[str, str]:
+    options = {RANDOM: "Random initialisation (untrained)"}
+    if arch == "resnet18-imagenet":
+        options[IMAGENET] = "torchvision ImageNet weights" + ("" if imagenet_weights_path().is_file()
+                                                               else " (not in the local cache)")
+    options.update({RUN_PREFIX + c.run_id: c.label for c in checkpoints if c.model == arch})
+    return options
+
+
+def choose_network() -> tuple[FeatureModel, str]:
+    """The sidebar's network and weights; a file that cannot be used shows why and the last good model stays."""
+    arch = st.selectbox("Network", list(ARCHITECTURES), format_func=lambda a: ARCHITECTURES[a].label,
+                        key="model", bind=URL)
+    checkpoints = run_checkpoints(default_runs_dir())
+    options = weights_options(arch, checkpoints)
+    weights = st.selectbox("Weights", list(options), format_func=options.get, key="weights", bind=URL,
+                           help="A checkpoint of a run from the Training page, torchvision's ImageNet weights "
+                                "(ResNet-18 at 224 x 224), or random initialisation.")
+    upload = st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt"], key="checkpoint_upload",
+                              help="A state dict or a dropviz checkpoint; loaded with weights_only=True.")
+    version = ""
+    if upload is not None:
+        data = upload.getvalue()
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"dropviz-upload-{digest}.pt"
+        path.write_bytes(data)
+        weights, version = UPLOAD_PREFIX + digest, str(path)
+    elif weights.startswith(RUN_PREFIX):
+        path = next(c.path for c in checkpoints if RUN_PREFIX + c.run_id == weights)
+        version = f"{path}@{path.stat().st_mtime_ns}"  # a running job rewrites it every epoch
+    try:
+        model = network(arch, weights, version)
+        st.session_state["features_network"] = (arch, weights, version)
+    except WeightsError as err:
+        st.error(str(err), icon=":material/block:")
+        arch, weights, version = st.session_state.get("features_network", (arch, RANDOM, ""))
+        model = network(arch, weights, version)
+        st.caption("Still showing the previous network.")
+    return model, f"{arch}|{weights}|{version}"
+
+
+# ---------------------------------------------------------------- page
+
+st.title("Feature Maps")
+st.caption("What a regularizer really touches: a network's feature maps. Pick a layer, see its most active "
+           "channels before and after the regularizer, and how the predictions move when the rest of the "
+           "network runs on the regularized activations (regularizer in training mode, BatchNorm in eval mode).")
+
+with st.sidebar:
+    model, model_id = choose_network()
+    picked = image_picker(key="")
+    st.image(picked.pixels, caption=picked.caption, width=160)
+
+if model.trained:
+    st.success(f"Weights: {model.weights}", icon=":material/check_circle:")
+else:
+    st.warning(f"Weights: {model.weights}. Pick a checkpoint for meaningful feature maps and predictions.",
+               icon=":material/warning:")
+
+shapes = model.layer_shapes()
+layers = list(shapes)
+top = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+layer = top[0].selectbox("Layer", layers, index=len(layers) // 2, key="layer", bind=URL,
+                         format_func=lambda n: f"{n}: {' x '.join(map(str, shapes[n]))} (C x H x W)")
+with top[1]:
+    spec = method_select(key="")
+with top[2]:
+    seed = seed_control(key="")
+with top[3]:
+    share_link()
+params = method_controls(spec, key="", columns=max(1, len(spec.params)))
+n_channels = shapes[layer][0]
+counts = st.columns(2)
+shown = counts[0].slider("Channels shown (most active first)", 1, min(64, n_channels), min(16, n_channels),
+                         key="channels", bind=URL)
+n_draws = counts[1].slider("Draws for the predictions", 1, 32, 8, key="draws", bind=URL,
+                           help="Independent masks, each followed by the rest of the network.")
+
+x = model.normalise(feature_map(picked, model.input_size))
+clean, clean_logits = clean_pass(model_id, picked.id, layer, model, x)
+try:
+    effect = regularized_pass(model_id, picked.id, layer, spec.name, tuple(sorted(params.items())), n_draws, seed,
+                              model, x)
+except ValueError as err:  # a parameter combination the method rejects for this layer
+    st.error(f"{spec.display_name} cannot run on {layer} with these settings: {err}")
+    st.stop()
+
+channels = rank_channels(clean)[:shown].tolist()
+kept = float(effect.stages["mask"].float().mean()) if "mask" in effect.stages else 1.0
+st.plotly_chart(fig.before_after(clean, effect.stages["output"], channels,
+                                 titles=(f"{layer}: clean", f"after {spec.display_name} (first draw)")),
+                key="features_grid", config=plotly_config(f"features-{layer}"))
+st.caption(f"{shown} of {n_channels} channels, most active first (mean |activation|); each divided by its "
+           f"clean maximum. {1 - kept:.1%} of this layer's units dropped in the first draw. Hover a tile for "
+           "its channel.")
+
+if "clusters" in effect.stages:
+    st.plotly_chart(fig.cluster_mosaic(effect.stages["clusters"], channels, effect.stages.get("mask")),
+                    key="features_clusters", config=plotly_config(f"clusters-{layer}"))
+    st.caption(f"Clusters fitted on this layer's activations of {1 + len(SAMPLES)} images (this one and the "
+               "packaged photos); changing n_clusters refits them.")
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    channel = st.selectbox("Channel to explain", channels, key="channel",
+                           format_func=lambda c: f"channel {c} (#{channels.index(c) + 1} most active)")
+    maps = {name: t[channel] for name, t in effect.stages.items() if t.dim() == 3}
+    st.plotly_chart(stage_row(maps, width=700, title=f"explain() stages of channel {channel}"),
+                    key="features_stages", config=plotly_config(f"stages-{layer}-{channel}"))
+with right:
+    rows, agreement = compare_predictions(clean_logits, effect.logits, model.class_names)
+    st.plotly_chart(fig.topk_bars(rows, n_draws, agreement), key="features_topk",
+                    config=plotly_config(f"top5-{layer}"))
