@@ -40,7 +40,7 @@ def coverage_counts(size: int, k: int) -> list[int]:
     return [min(i, last) - max(0, i - k + 1) + 1 for i in range(size)]
 
 
-@lru_cache(maxsize=512)
+@torch.compiler.assume_constant_result  # a pure function of Python numbers: a constant to torch.compile
 def seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...], exact: bool = True) -> float:
     """Seed probability gamma on the valid grid.
 
@@ -50,6 +50,11 @@ def seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...]
     ``E[dropped fraction] = 1 - mean_u (1 - gamma)^c(u) = p`` for gamma, where ``c(u)`` is the number of valid
     blocks covering unit ``u``; to first order in gamma it is the paper's formula.
     """
+    return _seed_rate(float(drop_prob), tuple(spatial), tuple(block), bool(exact))
+
+
+@lru_cache(maxsize=512)
+def _seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...], exact: bool) -> float:
     n_valid = math.prod(s - k + 1 for s, k in zip(spatial, block))
     numel = math.prod(spatial)
     paper = drop_prob * numel / (math.prod(block) * n_valid)
@@ -95,15 +100,12 @@ def uniform_subset(total: int, count: int, generator: torch.Generator | None, de
 
 
 class BlockDraw(NamedTuple):
-    """One block-mask draw. ``mask`` is 1 = kept, shape ``(N, C or 1, *spatial)``, ``x``'s dtype and layout.
-
-    ``dropped`` (sparse sampler only) holds the storage offsets of the dropped units in ``mask``, with
-    repeats where blocks overlap; ``seeds`` (only when asked) marks the seed centres.
-    """
+    """One block-mask draw. ``mask`` is 1 = kept, shape ``(N, C or 1, *spatial)``, ``x``'s dtype and layout;
+    ``seeds`` (only when asked) marks the seed centres; ``sparse`` tells which sampler drew it."""
 
     mask: torch.Tensor
-    dropped: torch.Tensor | None
     seeds: torch.Tensor | None
+    sparse: bool
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -148,26 +150,39 @@ def _dense(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDr
         seeds = torch.bernoulli(gamma.to(work_dtype).expand(seed_shape), generator=generator)
     else:
         seeds = torch.empty(seed_shape, dtype=work_dtype, device=x.device).bernoulli_(gamma, generator=generator)
+    mask, seed_map = expand_seed_map(seeds, block, x, with_seeds)
+    return BlockDraw(mask, seed_map, sparse=False)
+
+
+def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor,
+                    with_seeds: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keep-mask from a 0/1 map of block starts on the valid grid (N, C, *valid), by max-pooling."""
     # Output index i is dropped iff a seed sits at a block start v with i - k + 1 <= v <= i.
     pad = [p for k in reversed(block) for p in (k - 1, k - 1)]
     pool = F.max_pool2d if len(block) == 2 else F.max_pool3d
     dropped = pool(F.pad(seeds, pad), kernel_size=block, stride=1)
     mask = (1 - dropped).to(x.dtype).contiguous(memory_format=_memory_format(x))
-    seed_map = None
-    if with_seeds:
-        # Block start v -> centre v + k // 2; the remaining (k - 1) // 2 rows/cols after the last centre.
-        centre_pad = [p for k in reversed(block) for p in (k // 2, (k - 1) // 2)]
-        seed_map = F.pad(seeds, centre_pad).to(x.dtype)
-    return BlockDraw(mask, None, seed_map)
+    if not with_seeds:
+        return mask, None
+    # Block start v -> centre v + k // 2; the remaining (k - 1) // 2 rows/cols after the last centre.
+    centre_pad = [p for k in reversed(block) for p in (k // 2, (k - 1) // 2)]
+    return mask, F.pad(seeds, centre_pad).to(x.dtype).contiguous(memory_format=_memory_format(x))
 
 
 def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDraw:
-    mask = torch.empty(mask_shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x)).fill_(1)
-    n_slabs = mask_shape[0] * mask_shape[1]
-    total = n_slabs * math.prod(valid)
+    total = mask_shape[0] * mask_shape[1] * math.prod(valid)
     count = int(torch.binomial(torch.tensor([float(total)], dtype=torch.float64),
                                torch.tensor([gamma], dtype=torch.float64), generator=generator).item())
     seeds = uniform_subset(total, count, generator, x.device)
+    mask, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds)
+    return BlockDraw(mask, seed_map, sparse=True)
+
+
+def expand_seed_index(seeds: torch.Tensor, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,
+                      with_seeds: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keep-mask from the flat indices of block starts on the valid grid (N, C, *valid), by one scatter."""
+    mask = torch.empty(mask_shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x)).fill_(1)
+    valid = _valid_shape(tuple(mask_shape[2:]), block)
     # Storage offset of each block's first unit, then of every unit of the block.
     strides = mask.stride()
     offset = torch.zeros_like(seeds)
@@ -178,16 +193,15 @@ def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockD
     offset += (rest % mask_shape[1]) * strides[1] + (rest // mask_shape[1]) * strides[0]
     template = torch.zeros((), dtype=torch.long, device=x.device)
     for k, stride in zip(block, strides[2:]):
-        template = (template.unsqueeze(-1) + torch.arange(k, device=x.device) * stride)
+        template = template.unsqueeze(-1) + torch.arange(k, device=x.device) * stride
     dropped = (offset.unsqueeze(-1) + template.reshape(1, -1)).reshape(-1)
-    flat = mask.as_strided((mask.numel(),), (1,))
-    flat[dropped] = 0
-    seed_map = None
-    if with_seeds:
-        seed_map = torch.zeros_like(mask)
-        centre = sum((k // 2) * stride for k, stride in zip(block, strides[2:]))
-        seed_map.as_strided((mask.numel(),), (1,))[offset + centre] = 1
-    return BlockDraw(mask, dropped, seed_map)
+    mask.as_strided((mask.numel(),), (1,))[dropped] = 0
+    if not with_seeds:
+        return mask, None
+    seed_map = torch.zeros_like(mask)
+    centre = sum((k // 2) * stride for k, stride in zip(block, strides[2:]))
+    seed_map.as_strided((mask.numel(),), (1,))[offset + centre] = 1
+    return mask, seed_map
 
 
 def scale_in_place(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,7 +76,7 @@ class Disout(Regularizer):
         keep = draw.mask.clone() if explain else None
         sigma = self.distortion_std(x, generator)
         scaled, scale = _blocks.scale_in_place(draw.mask)
-        if draw.dropped is not None:
+        if draw.sparse:
             # Sparse draw: noise only where units are dropped, written in one pass over the output.
             flat = scaled.as_strided((scaled.numel(),), (1,))
             offsets = torch.nonzero(flat == 0).squeeze(1)

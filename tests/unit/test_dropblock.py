@@ -1,0 +1,224 @@
+"""DropBlock: realised drop fraction over a table of shapes, geometry, both samplers, torchvision agreement.
+
+Statistical tolerances. The realised drop fraction is averaged over S independent (sample, channel) maps.
+Units inside one map are correlated (a block drops k^2 of them together), so instead of a binomial formula we
+use the per-map drop fractions f_1..f_S, which are i.i.d.: their mean has standard error SE = std(f) / sqrt(S)
+(S >= 200 here, so the estimated SE is within ~10% of the true one). We accept |mean - p| <= 5 SE, a false
+failure rate below 1e-6 per case for a normal mean. The table guards against gross errors (timm drops 93%
+at k >= H, torchvision errors on even clipped k); ``test_paper_seed_rate_under_drops`` shows that with more
+maps the same statistic separates the paper's first-order seed rate (a 5-15% under-drop) from ours.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dropviz.regularizers import DropBlock2d, DropBlock3d
+from dropviz.regularizers import _blocks
+from dropviz.regularizers import functional as F_
+
+P = 0.1
+UNITS_PER_CASE = 600_000  # about 0.6M units per case: ~5 ms per draw, SE ~ 1e-3
+SQUARE = [(h, h) for h in (1, 2, 4, 5, 6, 7, 8, 14, 32, 56)]
+NON_SQUARE = [(5, 7), (7, 5), (14, 8), (1, 32), (32, 3), (6, 56)]
+BLOCKS = (1, 3, 4, 6, 7, 8)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def drop_fractions(mask: torch.Tensor) -> torch.Tensor:
+    """Per-map drop fraction of a keep-mask (N, C, *spatial), flattened over (N, C)."""
+    return 1.0 - mask.double().flatten(2).mean(dim=2).flatten()
+
+
+def within_standard_errors(fractions: torch.Tensor, target: float, n_se: float = 5.0) -> tuple[bool, str]:
+    se = fractions.std().item() / math.sqrt(fractions.numel())
+    mean = fractions.mean().item()
+    return abs(mean - target) <= n_se * se + 1e-12, f"mean {mean:.5f} vs {target} (SE {se:.5f})"
+
+
+def maps_for(h: int, w: int) -> int:
+    return max(200, UNITS_PER_CASE // (h * w))
+
+
+@pytest.mark.parametrize("sampler", ["sparse", "dense"])
+@pytest.mark.parametrize("hw", SQUARE + NON_SQUARE, ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def test_realised_drop_fraction_tracks_drop_prob(hw, sampler):
+    h, w = hw
+    x = torch.zeros(maps_for(h, w), 1, h, w)
+    generator = torch.Generator().manual_seed(h * 1000 + w)
+    for k in BLOCKS:
+        mask = F_.drop_block_mask(x, P, k, generator=generator, sampler=sampler)
+        ok, msg = within_standard_errors(drop_fractions(mask), P)
+        assert ok, f"{h}x{w} k={k} {sampler}: {msg}"
+
+
+@pytest.mark.parametrize("p", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("hwk", [(14, 14, 7), (8, 8, 3), (32, 24, 5), (5, 5, 8)], ids=str)
+def test_realised_drop_fraction_at_large_drop_prob(hwk, p):
+    h, w, k = hwk
+    x = torch.zeros(maps_for(h, w), 1, h, w)
+    mask = F_.drop_block_mask(x, p, k, generator=torch.Generator().manual_seed(7))
+    ok, msg = within_standard_errors(drop_fractions(mask), p)
+    assert ok, msg
+
+
+def test_paper_seed_rate_under_drops():
+    """The paper's first-order gamma counts overlaps twice: on 14x14 with k=7 it drops clearly less than p,
+    so the tolerance above is tight enough to tell the two rates apart."""
+    x = torch.zeros(40_000, 1, 14, 14)  # SE ~ 7e-4 against a bias of ~7e-3
+    fractions = drop_fractions(F_.drop_block_mask(x, P, 7, generator=torch.Generator().manual_seed(0),
+                                                  exact_rate=False))
+    se = fractions.std().item() / math.sqrt(fractions.numel())
+    assert P - fractions.mean().item() > 5 * se
+
+
+@pytest.mark.parametrize("dhw", [(4, 4, 4), (3, 8, 5), (16, 16, 16), (1, 6, 6)], ids=str)
+def test_realised_drop_fraction_3d(dhw):
+    x = torch.zeros(max(100, UNITS_PER_CASE // math.prod(dhw)), 1, *dhw)
+    generator = torch.Generator().manual_seed(3)
+    for k in (1, 3, 4):
+        for sampler in ("sparse", "dense"):
+            mask = F_.drop_block_mask(x, P, k, generator=generator, sampler=sampler)
+            ok, msg = within_standard_errors(drop_fractions(mask), P)
+            assert ok, f"{dhw} k={k} {sampler}: {msg}"
+
+
+def test_share_channels_gives_one_mask_per_sample():
+    x = torch.zeros(2000, 6, 8, 8)
+    module = DropBlock2d(P, 3, share_channels=True).train()
+    mask = module.explain(x, torch.Generator().manual_seed(0))["mask"]
+    assert torch.equal(mask, mask[:, :1].expand_as(mask))
+    ok, msg = within_standard_errors(drop_fractions(mask[:, :1]), P)
+    assert ok, msg
+
+
+def block_rows(centre: int, k: int) -> range:
+    """The documented geometry: a seed at centre s drops [s - k//2, s - k//2 + k - 1]."""
+    return range(centre - k // 2, centre - k // 2 + k)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("expander", ["index", "map"])
+def test_single_seed_gives_the_documented_block(k, expander):
+    h, w = 9, 11
+    x = torch.zeros(1, 1, h, w)
+    valid = (h - k + 1, w - k + 1)
+    for start in [(0, 0), (valid[0] - 1, valid[1] - 1), (2, 1)]:
+        centre = (start[0] + k // 2, start[1] + k // 2)
+        if expander == "index":
+            index = torch.tensor([start[0] * valid[1] + start[1]])
+            mask, seeds = _blocks.expand_seed_index(index, (1, 1, h, w), (k, k), x, with_seeds=True)
+        else:
+            seed_map = torch.zeros(1, 1, *valid)
+            seed_map[0, 0, start[0], start[1]] = 1
+            mask, seeds = _blocks.expand_seed_map(seed_map, (k, k), x, with_seeds=True)
+        expected = torch.ones(h, w)
+        rows, cols = block_rows(centre[0], k), block_rows(centre[1], k)
+        assert rows.start >= 0 and rows.stop <= h and cols.start >= 0 and cols.stop <= w
+        expected[rows.start:rows.stop, cols.start:cols.stop] = 0
+        assert torch.equal(mask[0, 0], expected), (k, start)
+        assert seeds[0, 0].nonzero().tolist() == [list(centre)]
+
+
+def reference_mask(seeds: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Naive DropBlock expansion of a centre map, asserting every block lies inside the map."""
+    mask = torch.ones_like(seeds)
+    h, w = seeds.shape[-2:]
+    for n, c, i, j in seeds.nonzero().tolist():
+        top, left = i - kh // 2, j - kw // 2
+        assert 0 <= top and top + kh <= h and 0 <= left and left + kw <= w, "block crosses the border"
+        mask[n, c, top:top + kh, left:left + kw] = 0
+    return mask
+
+
+@pytest.mark.parametrize("sampler", ["sparse", "dense"])
+@pytest.mark.parametrize("hwk", [(9, 9, 3), (10, 7, 4), (6, 12, 6), (5, 5, 8), (13, 8, 2)], ids=str)
+def test_mask_is_the_union_of_blocks_inside_the_map(hwk, sampler):
+    h, w, k = hwk
+    x = torch.zeros(8, 4, h, w)
+    block = _blocks.clip_block((h, w), k)
+    draw = _blocks.draw_block_mask(x, 0.05, block, False, torch.Generator().manual_seed(k), sampler, True)
+    assert draw.seeds.sum() > 0
+    assert torch.equal(draw.mask, reference_mask(draw.seeds, *block))
+
+
+def test_3d_single_seed_block():
+    x = torch.zeros(1, 1, 6, 7, 8)
+    for k in (2, 3):
+        seed_map = torch.zeros(1, 1, 6 - k + 1, 7 - k + 1, 8 - k + 1)
+        seed_map[0, 0, 1, 2, 3] = 1
+        index = seed_map.flatten().nonzero().flatten()
+        for mask, _ in (_blocks.expand_seed_map(seed_map, (k, k, k), x, False),
+                        _blocks.expand_seed_index(index, (1, 1, 6, 7, 8), (k, k, k), x, False)):
+            expected = torch.ones(6, 7, 8)
+            expected[1:1 + k, 2:2 + k, 3:3 + k] = 0
+            assert torch.equal(mask[0, 0], expected)
+
+
+def test_samplers_agree_on_the_same_seeds():
+    x = torch.zeros(3, 5, 12, 10)
+    valid = (12 - 4 + 1, 10 - 4 + 1)
+    seed_map = (torch.rand(3, 5, *valid, generator=torch.Generator().manual_seed(1)) < 0.1).float()
+    index = seed_map.flatten().nonzero().flatten()
+    by_map, seeds_a = _blocks.expand_seed_map(seed_map, (4, 4), x, True)
+    by_index, seeds_b = _blocks.expand_seed_index(index, (3, 5, 12, 10), (4, 4), x, True)
+    assert torch.equal(by_map, by_index) and torch.equal(seeds_a, seeds_b)
+
+
+@pytest.mark.parametrize("sampler", ["sparse", "dense"])
+def test_determinism_with_generator(sampler):
+    x = torch.zeros(4, 8, 16, 16)
+
+    def draw(seed):
+        return F_.drop_block_mask(x, 0.2, 3, generator=torch.Generator().manual_seed(seed), sampler=sampler)
+
+    assert torch.equal(draw(5), draw(5))
+    assert not torch.equal(draw(5), draw(6))
+
+
+def test_uniform_subset_is_exact_and_uniform():
+    generator = torch.Generator().manual_seed(0)
+    # Exact size and distinctness, even when collisions are frequent.
+    subset = _blocks.uniform_subset(50, 40, generator, torch.device("cpu"))
+    assert subset.numel() == 40 and subset.unique().numel() == 40 and 0 <= subset.min() and subset.max() < 50
+    # Uniformity: each of 10 positions is in a 3-subset with probability 0.3; 20000 draws -> counts have
+    # binomial SD sqrt(20000 * 0.3 * 0.7) = 65; allow 5 SD.
+    hits = torch.zeros(10)
+    for _ in range(20000):
+        hits[_blocks.uniform_subset(10, 3, generator, torch.device("cpu"))] += 1
+    assert (hits - 6000).abs().max() <= 5 * math.sqrt(20000 * 0.3 * 0.7)
+
+
+def test_seed_rate_reduces_to_the_paper_formula_without_overlap():
+    # k = 1: no overlaps, exact and paper rates coincide; k >= H: one block position, gamma = p.
+    assert _blocks.seed_rate(0.1, (8, 8), (1, 1)) == pytest.approx(0.1, rel=1e-9)
+    assert _blocks.seed_rate(0.1, (8, 8), (8, 8)) == pytest.approx(0.1, rel=1e-9)
+    paper = 0.1 * 14 * 14 / (49 * 8 * 8)
+    assert _blocks.seed_rate(0.1, (14, 14), (7, 7), exact=False) == pytest.approx(paper)
+    assert _blocks.seed_rate(0.1, (14, 14), (7, 7)) > paper
+
+
+@pytest.mark.parametrize("hwk", [(8, 8, 3), (14, 14, 5), (32, 20, 7), (9, 9, 9)], ids=str)
+def test_same_rate_as_torchvision_with_the_paper_seed_rate(hwk):
+    """torchvision.ops.drop_block2d uses the paper's gamma and the same valid-centre geometry for odd k."""
+    from torchvision.ops import drop_block2d
+
+    h, w, k = hwk
+    torch.manual_seed(0)
+    x = torch.ones(maps_for(h, w), 1, h, w)
+    ours = drop_fractions(F_.drop_block_mask(x, P, k, generator=torch.Generator().manual_seed(1),
+                                             exact_rate=False))
+    theirs = drop_fractions((drop_block2d(x, P, k) != 0).double())
+    se = math.hypot(ours.std().item() / math.sqrt(ours.numel()), theirs.std().item() / math.sqrt(theirs.numel()))
+    assert abs(ours.mean().item() - theirs.mean().item()) <= 5 * se
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_module_on_device_with_device_generator(device):
+    x = torch.randn(4, 8, 14, 14, device=device)
+    for module in (DropBlock2d(0.2, 3), DropBlock3d(0.2, 3)):
+        inp = x if isinstance(module, DropBlock2d) else x.unsqueeze(2).expand(-1, -1, 3, -1, -1)
+        out = module.train()(inp, torch.Generator(device=device).manual_seed(0))
+        assert out.device.type == device and out.shape == inp.shape
