@@ -1,0 +1,243 @@
+"""Method-specific behaviour: Disout's distortion, DropCluster's clusters, Multi-Sample Dropout's averaging,
+DropPath's modes, ProbDropBlock's salience."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dropviz.regularizers import (Disout, DropBlock2d, DropCluster, DropPath, MultiSampleDropout,
+                                  ProbDropBlock2d)
+from dropviz.regularizers import functional as F_
+from dropviz.regularizers.dropcluster import grid_labels
+
+
+def randn(*shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# --- Disout -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("drop_prob", [0.03, 0.3])  # the sparse and the dense sampler
+def test_disout_replaces_dropped_units_by_scaled_gaussian_noise(drop_prob):
+    """At dropped units output * kept_fraction = distortion ~ N(0, (alpha * 0.01 * std(x))^2). With M dropped
+    units the sample mean of z = distortion / sigma has SD 1/sqrt(M) and the sample variance SD sqrt(2/M);
+    allow 5 of each."""
+    x = randn(16, 16, 20, 20) * 3 + 1
+    module = Disout(drop_prob, 5, alpha=2.0).train()
+    stages = module.explain(x, torch.Generator().manual_seed(1))
+    mask, out, distortion = stages["mask"], stages["output"], stages["distortion"]
+    dropped = mask == 0
+    kept_fraction = mask.mean()
+    assert torch.equal(distortion != 0, dropped)
+    assert torch.allclose(out, (x * mask + distortion) / kept_fraction, rtol=1e-5, atol=1e-6)
+    z = (distortion[dropped] / (2.0 * 0.01 * x.std())).double()
+    m = z.numel()
+    assert m > 1000
+    assert abs(z.mean().item()) <= 5 / math.sqrt(m)
+    assert abs(z.var().item() - 1) <= 5 * math.sqrt(2 / m)
+
+
+def test_disout_mask_is_dropblocks_mask():
+    x = randn(8, 4, 12, 12)
+    for drop_prob in (0.03, 0.3):
+        disout = Disout(drop_prob, 4).explain(x, torch.Generator().manual_seed(2))
+        dropblock = DropBlock2d(drop_prob, 4).explain(x, torch.Generator().manual_seed(2))
+        assert torch.equal(disout["mask"], dropblock["mask"]) and torch.equal(disout["seeds"], dropblock["seeds"])
+
+
+def test_disout_weight_behind_1x1_conv():
+    """1x1 conv behind: w_c = +-0.1 * max over output filters of weight[:, c]."""
+    x = randn(2, 3, 8, 8)
+    conv = nn.Conv2d(3, 5, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.arange(15.0).reshape(5, 3, 1, 1))  # max over filters: 12, 13, 14
+    module = Disout(0.1, 3, alpha=1.5)
+    module.weight_behind = conv.weight
+    sigma = module.distortion_std(x, torch.Generator().manual_seed(0))
+    expected = 1.5 * 0.1 * torch.tensor([12.0, 13.0, 14.0]) * x.std()
+    assert torch.allclose(sigma.abs(), expected)
+
+
+def test_disout_weight_behind_3x3_conv_random_sign_mean():
+    x = randn(2, 2, 8, 8)
+    weight = torch.zeros(4, 2, 3, 3)
+    weight[1] = 1.0  # max over filters is 1 everywhere: w = mean of 9 random signs
+    module = Disout(0.1, 3)
+    module.weight_behind = weight
+    draws = torch.stack([module.distortion_std(x, torch.Generator().manual_seed(s)) for s in range(200)])
+    w = draws / x.std()
+    # Mean of 9 signs takes values in {-1, -7/9, ..., 1}; every draw is one of them and both signs occur.
+    nines = w * 9
+    assert torch.allclose(nines, nines.round(), atol=1e-4) and (nines.round() % 2 == 1).all()
+    assert (w > 0).any() and (w < 0).any()
+    # Deterministic with a generator.
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    assert torch.equal(module.distortion_std(x, g()), module.distortion_std(x, g()))
+
+
+def test_disout_rejects_a_mismatched_weight_behind():
+    module = Disout(0.1, 3)
+    module.weight_behind = torch.zeros(4, 7, 3, 3)
+    with pytest.raises(ValueError, match="weight_behind"):
+        module.train()(randn(2, 3, 8, 8))
+
+
+# --- DropCluster --------------------------------------------------------------------------------------
+
+def test_grid_labels_before_fit():
+    labels = grid_labels(8, 8, 4)
+    assert labels.unique().tolist() == [0, 1, 2, 3]
+    assert (labels[:4, :4] == labels[0, 0]).all() and (labels[4:, 4:] == labels[7, 7]).all()
+    assert grid_labels(2, 3, 100).unique().numel() == 6  # never more clusters than units
+    assert grid_labels(5, 9, 7).unique().numel() == 7   # a prime count: 1 x 7 strips
+
+
+def connected(region: torch.Tensor) -> bool:
+    """Is the True region 4-connected? (flood fill)"""
+    points = {tuple(p) for p in region.nonzero().tolist()}
+    todo = [next(iter(points))]
+    seen = set(todo)
+    while todo:
+        i, j = todo.pop()
+        for nb in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+            if nb in points and nb not in seen:
+                seen.add(nb)
+                todo.append(nb)
+    return len(seen) == len(points)
+
+
+def test_dropcluster_fit_finds_correlated_connected_regions():
+    """Two channels, each made of regions whose units move together across samples: Ward under grid
+    connectivity must recover the planted regions, and every cluster must be spatially connected."""
+    generator = torch.Generator().manual_seed(0)
+    n, h, w = 64, 8, 10
+    signals = torch.randn(n, 2, 3, generator=generator)
+    planted = torch.zeros(2, h, w, dtype=torch.long)
+    planted[0, :, 4:] = 1
+    planted[0, 5:, 4:] = 2                      # channel 0: left block, top-right, bottom-right
+    planted[1, :3] = 1
+    planted[1, 3:6, :] = 2                     # channel 1: three horizontal bands
+    activations = torch.stack([signals[:, c, planted[c]] for c in range(2)], dim=1)
+    activations += 0.01 * torch.randn(activations.shape, generator=generator)
+    module = DropCluster(0.2, 3, refit_every=0)
+    module.fit(activations)
+    assert module.fitted and module.labels.shape == (2, h, w)
+    for c in range(2):
+        for label in range(3):
+            region = module.labels[c] == label
+            assert connected(region)
+            # each found cluster is exactly one planted region
+            planted_label = planted[c][region].unique()
+            assert planted_label.numel() == 1 and torch.equal(region, planted[c] == planted_label)
+
+
+def test_dropcluster_mask_drops_whole_clusters():
+    x = randn(6, 3, 9, 9)
+    module = DropCluster(0.4, 5).train()
+    stages = module.explain(x, torch.Generator().manual_seed(3))
+    labels, dropped, mask = stages["clusters"], stages["dropped_clusters"], stages["mask"]
+    assert dropped.shape == (6, 3, 5)
+    expected = 1 - dropped.gather(2, labels.flatten(2)).reshape(mask.shape)
+    assert torch.equal(mask, expected)
+
+
+def test_dropcluster_refits_every_refit_every_steps():
+    module = DropCluster(0.1, 4, refit_every=3, buffer_size=16).train()
+    x = randn(8, 2, 6, 6)
+    module(x)
+    module(x)
+    assert not module.fitted
+    module(x)
+    assert module.fitted and module.labels.unique().numel() == 4
+
+
+def test_dropcluster_resets_to_a_grid_when_the_shape_changes():
+    module = DropCluster(0.1, 4, refit_every=0).train()
+    module.fit(randn(8, 2, 6, 6))
+    module(randn(2, 3, 8, 8))
+    assert not module.fitted and module.labels.shape == (3, 8, 8)
+    assert torch.equal(module.labels[0], grid_labels(8, 8, 4))
+
+
+def test_cluster_mask_rate_is_exact_for_unequal_clusters():
+    """Each unit's cluster is dropped with probability p, so even with very unequal clusters the dropped
+    fraction has mean p; per-map fractions i.i.d. over 20000 maps, 5 SE."""
+    labels = torch.zeros(1, 6, 6, dtype=torch.long)
+    labels[0, 0, 0] = 1  # a one-unit cluster beside a 35-unit one
+    masks = F_.cluster_mask(labels, 2, 20000, 0.3, torch.Generator().manual_seed(0))
+    per_map = 1 - masks.double().mean(dim=(1, 2, 3))
+    assert abs(per_map.mean().item() - 0.3) <= 5 * per_map.std().item() / math.sqrt(per_map.numel())
+
+
+# --- Multi-Sample Dropout -----------------------------------------------------------------------------
+
+def test_multisample_loss_is_the_mean_of_per_sample_head_losses():
+    head = nn.Linear(6, 3)
+    module = MultiSampleDropout(head, n_samples=5, drop_prob=0.5).train()
+    x, y = randn(4, 6), torch.tensor([0, 1, 2, 1])
+    loss_fn = nn.functional.cross_entropy
+    loss = module.loss(x, y, loss_fn, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    expected = []
+    for _ in range(5):
+        mask = F_.dropout_mask(x, 0.5, generator)
+        expected.append(loss_fn(head(x * mask * 2.0), y))  # the loss of head(dropped), not of the features
+    assert torch.allclose(loss, torch.stack(expected).mean())
+    logits = module(x, torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    per_sample = [head(x * F_.dropout_mask(x, 0.5, generator) * 2.0) for _ in range(5)]
+    assert torch.allclose(logits, torch.stack(per_sample).mean(0))
+
+
+def test_multisample_eval_is_the_head():
+    head = nn.Linear(6, 3)
+    module = MultiSampleDropout(head, 4, 0.5).eval()
+    x = randn(4, 6)
+    assert torch.equal(module(x), head(x))
+    y = torch.tensor([0, 1, 2, 1])
+    assert torch.equal(module.loss(x, y, nn.functional.cross_entropy), nn.functional.cross_entropy(head(x), y))
+
+
+def test_multisample_explain_shows_every_mask():
+    stages = MultiSampleDropout(nn.Identity(), 3, 0.5).explain(randn(2, 3, 4, 4))
+    assert list(stages) == ["input", "mask", "mask_2", "mask_3", "output"]
+    assert not torch.equal(stages["mask"], stages["mask_2"])
+
+
+# --- DropPath -----------------------------------------------------------------------------------------
+
+def test_droppath_modes():
+    x = randn(4000, 3, 2, 2)
+    row = DropPath(0.3, "row").explain(x, torch.Generator().manual_seed(0))["mask"]
+    per_sample = row.flatten(1)
+    assert (per_sample == per_sample[:, :1]).all()  # a sample is dropped whole
+    # 4000 Bernoulli(0.3) draws: SD sqrt(0.21 / 4000) = 0.0072; 5 SD.
+    assert abs((1 - per_sample[:, 0].mean()).item() - 0.3) <= 5 * math.sqrt(0.21 / 4000)
+    for seed in range(20):
+        batch = DropPath(0.5, "batch").explain(x[:8], torch.Generator().manual_seed(seed))["mask"]
+        assert batch.unique().numel() == 1  # the whole batch at once
+
+
+# --- ProbDropBlock ------------------------------------------------------------------------------------
+
+def test_probdropblock_prefers_salient_units():
+    """Half the map has |x| = 3, half |x| = 1: seeds fall on the salient half 3x as often."""
+    x = torch.ones(2000, 1, 16, 16)
+    x[..., 8:] = 3.0
+    rates = F_.salience_seed_rate(x, 0.1, 1)
+    assert torch.allclose(rates[..., 8:], 3 * rates[..., :8])
+    assert rates.mean().item() == pytest.approx(0.1, rel=1e-5)  # DropBlock's expected seed count
+    mask = ProbDropBlock2d(0.1, 3).explain(x, torch.Generator().manual_seed(0))["mask"]
+    # Units in columns 2..5 vs 10..13 (away from the split and the border): 3x the seeds, drop rate well apart.
+    low, high = 1 - mask[..., 2:6].mean(), 1 - mask[..., 10:14].mean()
+    assert high > 2 * low
+
+
+def test_probdropblock_matches_dropblock_rate_for_uniform_salience():
+    x = torch.ones(4000, 1, 14, 14)
+    mask = ProbDropBlock2d(0.1, 5).explain(x, torch.Generator().manual_seed(0))["mask"]
+    per_map = 1 - mask.double().mean(dim=(1, 2, 3))
+    assert abs(per_map.mean().item() - 0.1) <= 5 * per_map.std().item() / math.sqrt(per_map.numel())
