@@ -233,10 +233,6 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-def pytest_sessionstart(session):
-    shutil.rmtree(SCREENSHOT_DIR, ignore_errors=True)  # only this run's screenshots, never stale ones
-
-
 def pytest_terminal_summary(terminalreporter):
     if _screenshots_taken:
         count = len(_screenshots_taken)
