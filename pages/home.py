@@ -37,7 +37,8 @@ def markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-st.title("dropviz: a structured-dropout lab")
+st.title("dropviz")
+st.subheader("A structured-dropout lab for PyTorch")
 st.markdown(
     "Dropout zeroes single activations at random. In convolutional networks neighbouring activations carry "
     "almost the same information, so the network routes around the holes. **Structured** dropout drops "
@@ -48,7 +49,9 @@ st.markdown(
 st.header("Where to go")
 other_pages = available_pages()[1:]
 for path, title, icon, purpose in other_pages:
-    st.page_link(path, label=f"{title}: {purpose}", icon=icon)
+    link, text = st.columns([1, 3], vertical_alignment="center")
+    link.page_link(path, label=title, icon=icon)
+    text.markdown(purpose)
 if other_pages:
     st.caption("The menu on the left lists every page. On a projector, collapse it with "
                "the arrow at its top to give the figures the whole width.")
