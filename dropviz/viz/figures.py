@@ -118,10 +118,13 @@ def image_grid(rows: Sequence[Sequence[Panel | None]], *, row_titles: Sequence[s
             h, w = panel.pixels.shape[:2]
             data.append(go.Image(source=png_uri(panel.pixels), xaxis=f"x{suffix}", yaxis=f"y{suffix}",
                                  name=panel.title, hovertemplate=f"{panel.title}<br>x %{{x}}, y %{{y}}<extra></extra>"))
-            axis = dict(visible=False, showgrid=False, zeroline=False)
+            # A thin frame, so an all-white panel (nothing dropped) still shows where it is.
+            axis = dict(showticklabels=False, ticks="", showgrid=False, zeroline=False, showline=True,
+                        mirror=True, linecolor="#b0b0b0", linewidth=1)
             layout[f"xaxis{suffix}"] = dict(axis, domain=[x0, x0 + cell_w], range=[-0.5, w - 0.5], constrain="domain")
+            # A panel narrower than its cell is shrunk towards the top, right under its title.
             layout[f"yaxis{suffix}"] = dict(axis, domain=y_domain, range=[h - 0.5, -0.5], scaleanchor=f"x{suffix}",
-                                            constrain="domain")
+                                            constrain="domain", constraintoward="top")
             annotations.append(dict(text=panel.title, x=x0 + cell_w / 2, y=y_domain[1], xref="paper", yref="paper",
                                     xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=TITLE_SIZE)))
         if r < len(row_titles):
@@ -156,26 +159,39 @@ def stage_panels(stages: Mapping[str, torch.Tensor], titles: Mapping[str, str] |
 
 
 def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] | None = None,
-              panel_height: int = 260, title: str | None = None, max_panels: int = 6) -> go.Figure:
-    """The stages of one ``explain()`` call side by side, in order (input, seeds, mask, ..., output)."""
-    return image_grid([stage_panels(stages, titles, max_panels)], panel_height=panel_height, title=title)
+              width: int = 900, title: str | None = None, max_panels: int = 6) -> go.Figure:
+    """The stages of one ``explain()`` call side by side, in order (input, seeds, mask, ..., output).
+
+    The height fits square panels into about ``width`` pixels (a wider screen gets the same height)."""
+    panels = stage_panels(stages, titles, max_panels)
+    panel_height = int(min(320, max(150, width / len(panels) + 26)))
+    return image_grid([panels], panel_height=panel_height, title=title)
 
 
-def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, panel_height: int = 170) -> go.Figure:
-    """Methods side by side: output on the first row, mask on the second, one column per method.
+def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, columns: int = 4,
+                    width: int = 900) -> go.Figure:
+    """Methods side by side, ``columns`` per band: each band is a row of outputs over a row of masks.
 
     ``results`` maps a column title to the method's stages, or to an error message (its cells stay empty
     and the title says it failed).
     """
-    outputs, masks = [], []
-    for name, stages in results.items():
-        if isinstance(stages, str):
-            outputs.append(Panel(np.full((8, 8), 230, np.uint8), f"{name}: error"))
-            masks.append(None)
-            continue
-        outputs.append(Panel(to_pixels(stages["output"], "image"), name))
-        masks.append(Panel(to_pixels(stages["mask"], "mask"), name))
-    return image_grid([outputs, masks], row_titles=("output", "mask"), panel_height=panel_height)
+    items = list(results.items())
+    rows: list[list[Panel | None]] = []
+    row_titles: list[str] = []
+    for start in range(0, len(items), columns):
+        outputs, masks = [], []
+        for name, stages in items[start:start + columns]:
+            if isinstance(stages, str):
+                outputs.append(Panel(np.full((8, 8), 230, np.uint8), f"{name}: error"))
+                masks.append(None)
+                continue
+            outputs.append(Panel(to_pixels(stages["output"], "image"), name))
+            masks.append(Panel(to_pixels(stages["mask"], "mask"), f"{name} mask"))
+        rows += [outputs, masks]
+        row_titles += ["output", "mask"]
+    n_cols = min(columns, len(items))
+    panel_height = int(min(300, max(140, width / n_cols + 26)))
+    return image_grid(rows, row_titles=row_titles, panel_height=panel_height)
 
 
 def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> dict[str, float | int | None]:
@@ -190,9 +206,9 @@ def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> 
     kept = (mask_full > 0) & (x.abs() > 1e-6)
     scale = float((out[kept] / x[kept]).median()) if kept.any() else None
     stats: dict[str, float | int | None] = {
-        "requested drop fraction": drop_prob,
-        "realised drop fraction": float(1.0 - mask.mean()),
-        "scale on kept units": scale,
+        "requested drop": drop_prob,
+        "realised drop": float(1.0 - mask.mean()),
+        "kept scale": scale,
     }
     if "seeds" in stages:
         seeds = stages["seeds"]

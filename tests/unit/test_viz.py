@@ -69,8 +69,11 @@ def test_stage_row_draws_map_stages_in_order_and_skips_others():
 
 def test_comparison_grid_keeps_a_column_for_a_failed_method():
     ok = {"input": torch.rand(1, 3, 8, 8), "mask": torch.ones(1, 3, 8, 8), "output": torch.rand(1, 3, 8, 8)}
-    fig = figures.comparison_grid({"A": ok, "B": "block_size must be odd"})
-    assert [trace.name for trace in fig.data] == ["A", "B: error", "A"]
+    fig = figures.comparison_grid({"A": ok, "B": "block_size must be odd", "C": ok}, columns=2)
+    assert [trace.name for trace in fig.data] == ["A", "B: error", "A mask", "C", "C mask"]
+    # Two bands of (outputs, masks): C starts the second band, under A's mask.
+    assert fig.layout.xaxis4.domain == fig.layout.xaxis.domain
+    assert fig.layout.yaxis4.domain[1] < fig.layout.yaxis3.domain[0]
 
 
 def test_stats_measure_drop_fraction_scale_and_blocks():
@@ -80,8 +83,7 @@ def test_stats_measure_drop_fraction_scale_and_blocks():
     seeds = torch.zeros(1, 2, 4, 4)
     seeds[..., 0, 0] = 1  # one shared seed, expanded over both channels: one block
     stats = stage_stats({"input": x, "seeds": seeds, "mask": mask, "output": x * mask * 2}, 0.4)
-    assert stats == {"requested drop fraction": 0.4, "realised drop fraction": 0.5,
-                     "scale on kept units": 2.0, "blocks dropped": 1}
+    assert stats == {"requested drop": 0.4, "realised drop": 0.5, "kept scale": 2.0, "blocks dropped": 1}
     seeds[0, 1, 3, 3] = 1  # channels now differ: each channel's seeds count
     assert stage_stats({"input": x, "seeds": seeds, "mask": mask, "output": x}, 0.4)["blocks dropped"] == 3
 

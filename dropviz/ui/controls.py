@@ -1,0 +1,97 @@
+"""Widgets built from REGISTRY specs, mirrored in the URL so a link restores the exact view.
+
+Every widget is keyed ``f"{key}{name}"``: with ``bind_url`` the key is also the query parameter
+(``?drop_prob=0.3&block_size=5&seed=7``), so pass ``key=""`` on a page for short links or a prefix such as
+``key="left_"`` when two panels share a page.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any, Iterable
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from dropviz.regularizers import REGISTRY, MethodSpec, Param
+
+SEED_MAX = 2**31 - 1
+
+
+def _bind(bind_url: bool) -> str | None:
+    return "query-params" if bind_url else None
+
+
+def param_widget(param: Param, *, key: str, bind_url: bool = True, container=st) -> Any:
+    """The widget for one :class:`Param`: a slider for numbers, a toggle for flags, a choice for strings."""
+    widget_key = f"{key}{param.name}"
+    common = dict(key=widget_key, help=param.help or None, bind=_bind(bind_url))
+    choices = getattr(param, "choices", None)
+    if choices:
+        return container.selectbox(param.label, list(choices), index=list(choices).index(param.default), **common)
+    if param.kind is bool:
+        return container.toggle(param.label, value=bool(param.default), **common)
+    if param.kind is int:
+        return container.slider(param.label, int(param.min), int(param.max), int(param.default),
+                                int(param.step or 1), **common)
+    if param.kind is float:
+        return container.slider(param.label, float(param.min), float(param.max), float(param.default),
+                                float(param.step or 0.01), **common)
+    return container.text_input(param.label, value=str(param.default), **common)
+
+
+def method_select(*, key: str, bind_url: bool = True, names: Iterable[str] | None = None,
+                  label: str = "Method", container=st) -> MethodSpec:
+    """A choice among REGISTRY methods (by display name); returns the chosen spec."""
+    options = list(names or REGISTRY)
+    name = container.selectbox(label, options, format_func=lambda n: REGISTRY[n].display_name,
+                               key=f"{key}method", bind=_bind(bind_url))
+    return REGISTRY[name]
+
+
+def method_controls(spec: MethodSpec, *, key: str, bind_url: bool = True, columns: int = 0) -> dict[str, Any]:
+    """A widget per parameter ``spec`` uses (only those), laid out in ``columns`` columns if given.
+
+    Parameters with the same name share their widget across methods, so switching method keeps e.g.
+    ``drop_prob``.
+    """
+    return shared_controls([spec], key=key, bind_url=bind_url, columns=columns)
+
+
+def shared_controls(specs: Iterable[MethodSpec], *, key: str, bind_url: bool = True, columns: int = 0
+                    ) -> dict[str, Any]:
+    """One widget per parameter name used by any of ``specs`` (the first spec's range wins)."""
+    params: dict[str, Param] = {}
+    for spec in specs:
+        for param in spec.params:
+            params.setdefault(param.name, param)
+    slots = st.columns(columns) if columns else None
+    return {name: param_widget(param, key=key, bind_url=bind_url,
+                               container=slots[i % columns] if slots else st)
+            for i, (name, param) in enumerate(params.items())}
+
+
+def seed_control(*, key: str, bind_url: bool = True, default: int = 0) -> int:
+    """The random seed of the draw (same seed, same mask on any machine) and a button drawing a new one."""
+    widget_key = f"{key}seed"
+
+    def resample() -> None:
+        st.session_state[widget_key] = secrets.randbelow(10_000)
+
+    value_col, button_col = st.columns([3, 2], vertical_alignment="bottom")
+    seed = value_col.number_input("seed", 0, SEED_MAX, default, 1, key=widget_key, bind=_bind(bind_url),
+                                  help="The same seed gives the same mask, on every machine.")
+    button_col.button("Resample", key=f"{key}resample", on_click=resample, icon=":material/casino:",
+                      help="Draw a new random seed.")
+    return int(seed)
+
+
+def share_link(*, label: str = "Share") -> str:
+    """A popover with a copyable link to this page with every URL-bound control as it is now."""
+    query = urlencode([(name, value) for name in st.query_params
+                       for value in st.query_params.get_all(name)])
+    link = f"{st.context.url or ''}" + (f"?{query}" if query else "")
+    with st.popover(label, icon=":material/link:"):
+        st.caption("Copy it with the button at the right of the box. It restores every control, the seed "
+                   "included, so it shows the same picture on any machine (an uploaded image is not part of it).")
+        st.code(link, language=None, wrap_lines=True)
+    return link

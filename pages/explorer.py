@@ -1,0 +1,26 @@
+"""Mask Explorer: one regularizer on one image, every stage of its explain() in a row, with the numbers."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dropviz.ui.controls import method_controls, method_select, seed_control, share_link
+from dropviz.ui.image_input import image_sidebar
+from dropviz.ui.panels import visualize_method_text, visualize_stages
+
+st.title("Mask Explorer")
+
+picked, x = image_sidebar(key="")
+
+top = st.columns([3, 2, 2], vertical_alignment="bottom")
+with top[0]:
+    spec = method_select(key="")
+with top[1]:
+    seed = seed_control(key="")
+with top[2]:
+    share_link()
+params = method_controls(spec, key="", columns=max(1, len(spec.params)))
+
+visualize_stages(spec, params, x, seed, key="explorer_", image_id=picked.id)
+st.caption(f"{picked.caption}, as a {' x '.join(map(str, x.shape))} feature map. "
+           "Hover the figure and use its camera button to download it as PNG.")
+visualize_method_text(spec)

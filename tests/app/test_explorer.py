@@ -1,0 +1,144 @@
+"""AppTest (no browser): the Mask Explorer's controls change the figures as they should; a URL restores a view."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app import ROOT
+from dropviz.data.images import load_sample, to_feature_map
+from dropviz.regularizers import REGISTRY
+from dropviz.viz import explain
+from dropviz.viz.figures import to_pixels
+
+TIMEOUT_S = 120
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, cifar10_dir):
+    monkeypatch.setenv("DROPVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DROPVIZ_DATA_DIR", str(cifar10_dir.parent))
+
+
+def explorer(**query: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "explorer.py"), default_timeout=TIMEOUT_S)
+    for name, value in query.items():
+        at.query_params[name] = value
+    return at.run()
+
+
+def panels(at: AppTest) -> dict[str, np.ndarray]:
+    """The stage row's panels, title -> pixels, decoded from the plotly spec the page sent."""
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return {trace["name"]: np.asarray(Image.open(io.BytesIO(base64.b64decode(trace["source"].split(",", 1)[1]))))
+            for trace in spec["data"]}
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def widget(at: AppTest, kind: str, key: str):
+    return next(w for w in at.get(kind) if w.key == key)
+
+
+def test_default_view_shows_dropout_stages_and_numbers(app_env):
+    at = explorer()
+    assert not at.exception
+    assert list(panels(at)) == ["input", "mask (white = kept)", "output"]
+    assert metrics(at)["requested drop"] == "0.100"
+    assert [s.key for s in at.slider] == ["drop_prob"]  # only the parameters Dropout uses
+    assert "Dropout" in [h.value for h in at.subheader] and at.latex  # the explanation and its formula
+
+
+def test_drop_prob_zero_keeps_every_unit(app_env):
+    at = explorer()
+    widget(at, "slider", "drop_prob").set_value(0.0).run()
+    mask = panels(at)["mask (white = kept)"]
+    assert (mask == 255).all()
+    assert metrics(at)["realised drop"] == "0.000"
+    np.testing.assert_array_equal(panels(at)["output"], panels(at)["input"])
+
+
+def test_method_choice_shows_only_its_parameters(app_env):
+    at = explorer()
+    widget(at, "selectbox", "method").set_value("dropblock").run()
+    assert [s.key for s in at.slider] == ["drop_prob", "block_size"]
+    assert [t.key for t in at.toggle if t.key == "share_channels"] == ["share_channels"]
+    assert "block seeds" in panels(at) and "blocks dropped" in metrics(at)
+    widget(at, "selectbox", "method").set_value("dropcluster").run()
+    assert [s.key for s in at.slider] == ["drop_prob", "n_clusters"]
+    assert "cluster map" in panels(at) and "clusters dropped" in metrics(at)
+    widget(at, "selectbox", "method").set_value("disout").run()
+    assert "distortion" in panels(at) and [s.key for s in at.slider] == ["drop_prob", "block_size", "alpha"]
+
+
+def test_block_size_and_seed_change_the_mask_and_resample_draws_a_new_seed(app_env):
+    at = explorer(method="DropBlock", drop_prob="0.3")
+    first = panels(at)["mask (white = kept)"]
+    widget(at, "slider", "block_size").set_value(11).run()
+    bigger = panels(at)["mask (white = kept)"]
+    assert not np.array_equal(first, bigger)
+    widget(at, "number_input", "seed").set_value(1).run()
+    assert not np.array_equal(bigger, panels(at)["mask (white = kept)"])
+    widget(at, "button", "resample").click().run()
+    assert widget(at, "number_input", "seed").value != 1
+
+
+def test_url_restores_the_exact_view(app_env):
+    at = explorer(method="DropBlock", drop_prob="0.3", block_size="9", seed="3", photo="chelsea", side="64")
+    assert widget(at, "selectbox", "method").value == "dropblock"
+    assert widget(at, "slider", "drop_prob").value == pytest.approx(0.3)
+    assert widget(at, "slider", "block_size").value == 9 and widget(at, "number_input", "seed").value == 3
+    # The same mask as the library draws for those values: the link reproduces the picture anywhere.
+    x = to_feature_map(load_sample("chelsea"), 64)
+    stages = explain.draw(REGISTRY["dropblock"], {"drop_prob": 0.3, "block_size": 9}, x, seed=3)
+    np.testing.assert_array_equal(panels(at)["mask (white = kept)"], to_pixels(stages["mask"], "mask"))
+
+
+def test_share_link_carries_the_url_state(app_env):
+    at = explorer(method="DropBlock", seed="3")
+    link = at.code[0].value
+    assert "method=DropBlock" in link and "seed=3" in link
+
+
+def test_image_side_gray_and_cifar_source(app_env):
+    at = explorer(side="32")
+    assert panels(at)["input"].shape == (32, 32, 3)
+    at.toggle(key="gray").set_value(True).run()
+    assert panels(at)["input"].shape == (32, 32)
+    at.radio(key="image").set_value("CIFAR-10").run()
+    assert not at.exception
+    cifar_input = panels(at)["input"]
+    assert any("CIFAR-10 test image 0: airplane" in c.value for c in at.caption)  # the first of the sorted classes
+    widget(at, "number_input", "cifar").set_value(5000).run()
+    assert not np.array_equal(cifar_input, panels(at)["input"])
+
+
+def test_missing_cifar_copy_is_explained_and_a_photo_shown(app_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DROPVIZ_DATA_DIR", str(tmp_path))
+    at = explorer(image="CIFAR-10")
+    assert not at.exception
+    assert "No CIFAR-10 copy" in at.sidebar.info[0].value
+    assert panels(at)["input"].shape == (128, 128, 3)
+
+
+def _rejecting_page():
+    import torch
+
+    from dropviz.regularizers import REGISTRY
+    from dropviz.ui.panels import visualize_stages
+
+    visualize_stages(REGISTRY["dropout"], {"drop_prob": 1.5}, torch.rand(1, 3, 8, 8), 0, key="t_", image_id="rand")
+
+
+def test_rejected_parameters_show_the_ops_message_inline():
+    at = AppTest.from_function(_rejecting_page, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    assert "drop_prob must be in [0, 1), got 1.5" in at.error[0].value
