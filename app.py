@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent
 # A page whose file does not exist yet is left out, so the app runs while pages are being written.
 PAGES: list[tuple[str, str, str, str]] = [
     ("pages/home.py", "Home", ":material/home:", "What dropviz is and which methods it covers."),
+    ("pages/explorer.py", "Mask Explorer", ":material/grid_on:", "One method on one image: every stage of its mask, with the numbers."),
+    ("pages/compare.py", "Compare", ":material/compare:", "All methods side by side on the same image and seed; drop rate vs block size."),
     ("pages/lecture.py", "Lecture", ":material/school:", "The story of structured dropout, step by step, from a link."),
     ("pages/features.py", "Feature Maps", ":material/layers:", "A ResNet's feature maps at one layer, before and after a regularizer, and how its predictions move."),
 ]
