@@ -10,10 +10,12 @@ from dropviz.lecture import CHAPTERS, CONTROLS, HIDE_FLAGS, parse_control, parse
 
 PRESENTER_CSS = """
 <style>
-[data-testid="stMainBlockContainer"] { padding-top: 1.2rem; padding-bottom: 1rem; max-width: 100%; }
+[data-testid="stMainBlockContainer"] { padding-top: 2.6rem; padding-bottom: 1rem; max-width: 100%; }
+[data-testid="stMainBlockContainer"] h2 { font-size: 2.1rem; padding: 0 0 0.1rem 0; }
+[data-testid="stMainBlockContainer"] h3 { font-size: 1.5rem; padding: 0; }
 [data-testid="stMarkdownContainer"] p { font-size: 1.3rem; line-height: 1.45; }
 [data-testid="stBaseButton-secondary"] p, [data-testid="stBaseButton-primary"] p { font-size: 1.2rem; }
-.katex { font-size: 1.45em; }
+.katex { font-size: 1.3em; }
 </style>
 """
 HIDE_SIDEBAR_CSS = """
@@ -80,11 +82,12 @@ if "nav" not in view.hide:
     earlier, later = previous_view(), next_view()
     nav_columns[0].button("← Previous", key="previous", disabled=earlier is None, width="stretch",
                           on_click=go_to, args=earlier or (chapter.key, step))
-    nav_columns[1].button("Next →" if step < len(chapter.steps) else "Next chapter →", key="next", type="primary",
-                          disabled=later is None, width="stretch", on_click=go_to, args=later or (chapter.key, step))
+    nav_columns[1].button("Next →", key="next", type="primary", disabled=later is None, width="stretch",
+                          help=None if step < len(chapter.steps) or later is None else "Next chapter",
+                          on_click=go_to, args=later or (chapter.key, step))
 
 figure_area = st.container()
-formula_column, text_column = st.columns([2, 3], vertical_alignment="center")
+formula_column, text_column = st.columns([1, 1], vertical_alignment="center")
 formula_column.latex(view.current.formula)
 text_column.markdown(view.current.text)
 
@@ -103,8 +106,9 @@ if "controls" not in view.hide and chapter.controls:
                                      bind="query-params", help=control.help)
 
 with figure_area:
+    used = tuple((name, params[name]) for name in chapter.controls)
     try:
-        figure = step_figure(chapter.key, step, tuple((name, params[name]) for name in chapter.controls))
+        figure = view.current.figure(dict(used)) if view.current.live else step_figure(chapter.key, step, used)
     except ValueError as error:  # a combination the method rejects: say why, keep the app running
         st.error(f"This setting cannot be shown: {error}")
     else:

@@ -62,6 +62,11 @@ def plane(t: torch.Tensor) -> torch.Tensor:
     return t[0, 0]
 
 
+def nearest(levels, value) -> int:
+    """Index of the sweep level closest to the control's value: the frame a still view shows."""
+    return int(np.argmin([abs(level - value) for level in levels]))
+
+
 def dropped_share(mask: torch.Tensor) -> float:
     return 1.0 - float(mask.float().mean())
 
@@ -94,8 +99,8 @@ def _leak(params):
 
 
 def _dropout_vs_blocks(params):
-    frames = []
-    for p in np.round(np.arange(0.0, 0.501, 0.05), 2):
+    frames, levels = [], np.round(np.arange(0.0, 0.501, 0.05), 2)
+    for p in levels:
         p = float(p)
         element = explain("dropout", params, drop_prob=p)
         blocks = explain("dropblock", params, drop_prob=p)
@@ -104,7 +109,7 @@ def _dropout_vs_blocks(params):
                    f"p = {p:.2f}: neighbours recover {shares[0]:.0%} (Dropout) vs {shares[1]:.0%} (DropBlock)")
         frames.append((f"{p:.2f}", [panel(element["output"], "Dropout"),
                                     panel(blocks["output"], f"DropBlock, b = {params['block_size']}")], caption))
-    return figures.map_sweep(frames, "drop_prob")
+    return figures.map_sweep(frames, "drop_prob", start=nearest(levels, params["drop_prob"]))
 
 
 SPATIAL = Chapter(
@@ -148,21 +153,29 @@ def paper_gamma(drop_prob: float, side: int, block_size: int) -> float:
     return drop_prob / k ** 2 * side ** 2 / (side - k + 1) ** 2
 
 
+def seed_area(block_size: int) -> torch.Tensor:
+    """1 at the valid centres, light gray (0.75) on the border band where no seed may fall."""
+    row0, col0, row1, col1 = valid_seed_region(MAP_SIDE, block_size)
+    area = torch.full((MAP_SIDE, MAP_SIDE), 0.75)
+    area[row0:row1 + 1, col0:col1 + 1] = 1.0
+    return area
+
+
 def _seed_region(params):
     b, p = params["block_size"], params["drop_prob"]
-    x = photo_map()
     return figures.panel_figure(
-        [panel(x, "feature map"), panel(torch.ones_like(x), "centres allowed (inside the dashes)", "mask")],
-        f"b = {b}: {(MAP_SIDE - min(b, MAP_SIDE) + 1) ** 2} valid centres, seed rate γ ≈ "
+        [panel(photo_map(), "feature map"), panel(seed_area(b), "centres allowed (white)", "mask")],
+        f"b = {b}: {(MAP_SIDE - min(b, MAP_SIDE) + 1) ** 2} valid centres, paper's seed rate γ = "
         f"{paper_gamma(p, MAP_SIDE, b):.4f}", highlight=valid_seed_region(MAP_SIDE, b))
 
 
 def _seeds(params):
     stages = explain("dropblock", params)
-    seeds = stages["seeds"]
+    seeds = plane(stages["seeds"])
     return figures.panel_figure(
-        [panel(stages["input"], "feature map"), panel(1 - seeds, "sampled seeds (black)", "mask")],
-        f"{int(plane(seeds).sum())} seeds drawn", highlight=valid_seed_region(MAP_SIDE, params["block_size"]))
+        [panel(stages["input"], "feature map"),
+         panel(seed_area(params["block_size"]) * (1 - seeds), "sampled seeds (black)", "mask")],
+        f"{int(seeds.sum())} seeds drawn", highlight=valid_seed_region(MAP_SIDE, params["block_size"]))
 
 
 def _blocks(params):
@@ -192,7 +205,7 @@ def _block_size_sweep(params):
                    + f", neighbours recover {recovered_fraction(x, mask):.0%}")
         frames.append((str(b), [panel(stages["mask"], "mask", "mask"), panel(stages["output"], "output")],
                        caption))
-    return figures.map_sweep(frames, "block_size")
+    return figures.map_sweep(frames, "block_size", start=nearest(range(1, 10), params["block_size"]))
 
 
 DROPBLOCK = Chapter(
@@ -281,10 +294,13 @@ def _disout_mask(params):
 def _distortion(params):
     dropblock = explain("dropblock", params)
     disout = explain("disout", params)
+    inside = disout["distortion"][disout["mask"] == 0]
+    size = float(inside.std() / disout["input"].std()) if inside.numel() > 1 else 0.0
     return figures.panel_figure(
-        [panel(dropblock["output"], "DropBlock: zeros"), panel(disout["distortion"], "distortion ε", "signed"),
+        [panel(dropblock["output"], "DropBlock: zeros"), panel(disout["distortion"], "distortion ε (magnified)",
+                                                               "signed"),
          panel(disout["output"], "Disout: distorted")],
-        f"Disout fills the blocks with noise scaled to the map's spread (alpha = {params['alpha']:g})")
+        f"alpha = {params['alpha']:g}: the distortion's spread is {size:.1%} of the map's")
 
 
 def _alpha_sweep(params):
@@ -296,7 +312,8 @@ def _alpha_sweep(params):
     alphas = [float(a) for a in np.arange(0.0, 10.01, 1.0)]
     profiles = {f"{a:g}": plane(explain("disout", params, alpha=a)["output"])[row].tolist() for a in alphas}
     return figures.profile_sweep(columns, plane(base["input"])[row].tolist(), profiles,
-                                 (1 - mask[row]).tolist(), f"Row {row} of the map: alpha", "alpha")
+                                 (1 - mask[row]).tolist(), f"Row {row} of the map: alpha", "alpha",
+                                 start=nearest(alphas, params["alpha"]))
 
 
 DISOUT = Chapter(
@@ -416,7 +433,7 @@ def _depth(params):
         columns.append(module.explain(torch.ones(8, 1), generator)["mask"][:, 0])
     keep = torch.stack(columns, dim=1)
     return figures.grid_figure(keep.numpy(), "residual block l", "sample",
-                               f"Each sample trains a network of its own depth (black = skipped); "
+                               f"Each sample trains a network of its own depth (orange = skipped); "
                                f"mean depth {float(keep.sum(dim=1).mean()):.1f} of {DEPTH}")
 
 
@@ -456,9 +473,9 @@ def _average_sweep(params):
     for count in range(1, 9):
         stages = explain("multisample", params, n_samples=count)
         error = float((stages["output"] - stages["input"]).pow(2).mean().sqrt())
-        frames.append((str(count), [panel(stages["output"], "average of the samples"), panel(stages["input"], "x")],
+        frames.append((str(count), [panel(stages["output"], "average of the samples"), panel(stages["input"], "undropped features x")],
                        f"M = {count}: distance to the undropped features (RMS) {error:.3f}"))
-    return figures.map_sweep(frames, "samples M")
+    return figures.map_sweep(frames, "samples M", start=nearest(range(1, 9), params["n_samples"]))
 
 
 MULTISAMPLE = Chapter(
@@ -480,4 +497,122 @@ MULTISAMPLE = Chapter(
 )
 
 
-CHAPTERS: tuple[Chapter, ...] = (SPATIAL, DROPBLOCK, SCHEDULED, DISOUT, DROPCLUSTER, DROPPATH, MULTISAMPLE)
+# ------------------------------------------------------------------ 8. results
+
+DROPBLOCK_PAPER = "Ghiasi, Lin, Le, DropBlock, NeurIPS 2018"
+DISOUT_PAPER = "Tang et al., Beyond Dropout: Feature Map Distortion, AAAI 2020"
+PAPER_RESULTS: tuple[dict[str, Any], ...] = (
+    {"setting": "ResNet-50, ImageNet", "method": "baseline", "top1": 76.51, "source": DROPBLOCK_PAPER},
+    {"setting": "ResNet-50, ImageNet", "method": "DropBlock", "top1": 78.13, "source": DROPBLOCK_PAPER},
+    {"setting": "ResNet-50, ImageNet", "method": "Disout", "top1": 78.76, "source": DISOUT_PAPER},
+    {"setting": "ResNet-56, CIFAR-10", "method": "baseline", "top1": 93.95, "source": DISOUT_PAPER},
+    {"setting": "ResNet-56, CIFAR-10", "method": "DropBlock", "top1": 94.18, "source": DISOUT_PAPER},
+    {"setting": "ResNet-56, CIFAR-10", "method": "Disout", "top1": 94.50, "source": DISOUT_PAPER},
+)
+
+
+def _papers(params):
+    return figures.results_figure(PAPER_RESULTS, "Top-1 accuracy reported by the papers (hover a bar for its source)")
+
+
+def our_curves() -> dict[str, tuple[list[float], list[float]]]:
+    """Test accuracy per epoch of every run in the runs database with at least one evaluated epoch,
+    keyed by a label naming the model, the regularizer and the status. Empty when there is no database."""
+    from dropviz.train.db import DB_NAME, RunsDB
+    from dropviz.train.jobs import default_runs_dir
+
+    runs_dir = default_runs_dir()
+    if not (runs_dir / DB_NAME).is_file():  # never create a database just by looking
+        return {}
+    db = RunsDB(runs_dir)
+    try:
+        curves = {}
+        for run in reversed(db.runs()):  # oldest first, so colours stay put as runs are added
+            epochs = [row for row in db.epochs(run["id"]) if row.get("test_acc") is not None]
+            if not epochs:
+                continue
+            config = db.config(run["id"])
+            label = f"ours: {config.model} + {config.regularizer} ({run['status']}, {run['id'][-6:]})"
+            accuracy = [100 * row["test_acc"] if row["test_acc"] <= 1 else row["test_acc"] for row in epochs]
+            curves[label] = ([row["epoch"] for row in epochs], accuracy)
+        return curves
+    finally:
+        db.close()
+
+
+def _ours(params):
+    return figures.runs_figure(our_curves(), "Our runs, measured here (not from the papers)")
+
+
+RESULTS = Chapter(
+    key="results",
+    title="Results: the papers, and our own runs",
+    summary="What the papers report, with their sources, beside what our own training runs measure on this "
+            "machine.",
+    steps=(
+        Step("What the papers report", "On ImageNet, DropBlock lifts a ResNet-50 from 76.51% to 78.13% top-1 "
+             f"({DROPBLOCK_PAPER}) and Disout reports 78.76%; on CIFAR-10 a ResNet-56 goes from 93.95% to "
+             f"94.18% with DropBlock and 94.50% with Disout ({DISOUT_PAPER}).",
+             r"\Delta_{	ext{top-1}} = +1.62 \ (	ext{DropBlock, ImageNet}), \quad "
+             r"+0.55 \ (	ext{Disout, CIFAR-10})", _papers),
+        Step("Our own measured curves", "Every run started on the Training page appears here as it trains, "
+             "labelled as ours: short runs on small models, so compare the shapes of the curves rather than "
+             "the papers' absolute numbers.",
+             r"	ext{accuracy} = rac{\#\{\hat y = y\}}{\#	ext{test images}}", _ours, live=True),
+    ),
+)
+
+
+# ------------------------------------------------------------------ 9. pitfalls
+
+PITFALL_MAPS = (7, 14)  # late ResNet stages: here blocks are as large as the map and implementations part
+
+
+def _rate_vs_block(params):
+    from dropviz.viz.droprate import drop_rate_figure, drop_rate_sweep
+
+    rows = drop_rate_sweep(params["drop_prob"], tuple(range(1, 12)), PITFALL_MAPS, draws=32, channels=8,
+                           seed=int(params["seed"]))
+    fig = drop_rate_figure(rows, height=420)
+    worst = max((row for row in rows if row["realised"] is not None),
+                key=lambda row: abs(row["realised"] - row["requested"]))
+    return figures.presenter_layout(
+        fig, f"Asked for p = {params['drop_prob']:.2f}, {worst['implementation']} drops {worst['realised']:.2f} "
+             f"(b = {worst['block_size']} on {worst['map_size']} × {worst['map_size']})", height=440)
+
+
+def _rate_vs_drop_prob(params):
+    from dropviz.viz.droprate import drop_rate_sweep
+
+    levels = [round(float(p), 2) for p in np.arange(0.05, 0.51, 0.05)]
+    curves: dict[str, list[float | None]] = {}
+    for p in levels:
+        for row in drop_rate_sweep(p, (params["block_size"],), (PITFALL_MAPS[-1],), draws=32, channels=8,
+                                   seed=int(params["seed"])):
+            curves.setdefault(row["implementation"], []).append(row["realised"])
+    side = PITFALL_MAPS[-1]
+    return figures.curves_figure(levels, curves, "requested drop_prob", "realised drop fraction",
+                                 f"b = {params['block_size']} on a {side} × {side} map, measured live",
+                                 y_range=(0.0, 1.0), reference=(levels, "realised = requested"))
+
+
+PITFALLS = Chapter(
+    key="pitfalls",
+    title="Pitfalls: is p what you get?",
+    summary="Implementations turn p into a seed rate differently; on small maps with large blocks the "
+            "realised drop rate can be far from the requested one. Measured live, on tensors of ones.",
+    controls=("drop_prob", "block_size", "seed"),
+    steps=(
+        Step("Realised vs requested, by block size", "Each implementation drops blocks on maps of ones and we "
+             "count the zeros. The paper's γ counts overlapping blocks twice, and clipping or padding at the "
+             "border changes the count again, so on late-stage 7 × 7 and 14 × 14 maps the curves part.",
+             r"\hat p = rac{\#\{y = 0\}}{\#\{y\}} \quad 	ext{vs} \quad p", _rate_vs_block),
+        Step("Realised vs requested, by p", "The dashed line is what was asked for. dropviz solves for the γ "
+             "whose exact expected drop fraction is p; the first-order formula drifts as p and b grow.",
+             r"\mathbb E[\hat p] = 1 - \operatorname{mean}_u (1-\gamma)^{c(u)} = p", _rate_vs_drop_prob),
+    ),
+)
+
+
+CHAPTERS: tuple[Chapter, ...] = (SPATIAL, DROPBLOCK, SCHEDULED, DISOUT, DROPCLUSTER, DROPPATH, MULTISAMPLE,
+                                 RESULTS, PITFALLS)

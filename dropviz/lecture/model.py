@@ -21,12 +21,16 @@ HIDE_FLAGS: tuple[str, ...] = ("sidebar", "controls", "nav")
 
 @dataclass(frozen=True)
 class Step:
-    """One slide: a figure, its formula (LaTeX for ``st.latex``) and one or two sentences."""
+    """One slide: a figure, its formula (LaTeX for ``st.latex``) and one or two sentences.
+
+    ``live`` figures read data that changes while the app runs (the runs database): never cache them.
+    """
 
     title: str
     text: str
     formula: str
     figure: Callable[[Mapping[str, Any]], go.Figure]
+    live: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from .figures import Panel, image_grid, png_uri
 
 # Presenter defaults: text that reads from the back row, the app's accent for what was dropped.
 FONT_SIZE = 20
+TITLE_SIZE = 24
 ACCENT = "#c2410c"
 MUTED = "#78716c"
 HIGHLIGHT = "#2563eb"
@@ -23,17 +24,18 @@ MASK_COLORS = [[0.0, ACCENT], [1.0, "#f5f5f4"]]
 SERIES_COLORS = {"ours": ACCENT, "torchvision": "#2563eb", "timm": "#16a34a"}
 
 
-def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 520) -> go.Figure:
+def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 420) -> go.Figure:
     fig.update_layout(
-        title=None if title is None else {"text": title, "x": 0.0, "xanchor": "left"},
-        font={"size": FONT_SIZE}, height=height, margin={"l": 40, "r": 20, "t": 90, "b": 40},
+        title=None if title is None else {"text": title, "x": 0.0, "xanchor": "left",
+                                          "font": {"size": TITLE_SIZE}},
+        font={"size": FONT_SIZE}, height=height, margin={"l": 40, "r": 20, "t": 80, "b": 40},
         template="plotly_white", uirevision="lecture",
     )
     fig.update_annotations(font_size=FONT_SIZE)
     return fig
 
 
-def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height: int = 400,
+def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height: int = 300,
                  highlight: tuple[int, int, int, int] | None = None) -> go.Figure:
     """Side-by-side panels (the Explorer's image grid) at presenter size.
 
@@ -41,6 +43,7 @@ def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height
     (e.g. DropBlock's valid seed region).
     """
     fig = image_grid([list(panels)], panel_height=panel_height, title=title)
+    _outline_panels(fig, panels)
     if highlight is not None:
         row0, col0, row1, col1 = highlight
         for index in range(1, len(panels) + 1):
@@ -53,56 +56,74 @@ def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height
 def _presenter_grid(fig: go.Figure, title: str | None) -> go.Figure:
     """Projector fonts on an image grid, and room above it for a title of that size."""
     fig.update_annotations(font_size=FONT_SIZE)
-    fig.update_layout(font={"size": FONT_SIZE}, margin={"l": 0, "r": 0, "t": 70 if title else 30, "b": 0},
+    fig.update_layout(font={"size": FONT_SIZE}, margin={"l": 0, "r": 0, "t": 60 if title else 30, "b": 0},
                       height=fig.layout.height + 30, uirevision="lecture")
+    if title:
+        fig.update_layout(title_font_size=TITLE_SIZE)
     return fig
 
 
 def map_sweep(frames: Sequence[tuple[str, Sequence[Panel], str]], slider_label: str,
-              panel_height: int = 400) -> go.Figure:
+              panel_height: int = 280, start: int = 0) -> go.Figure:
     """An in-browser animation of side-by-side panels.
 
     ``frames`` are ``(frame label, panels, caption)``, every frame with the same number of panels (their
     titles are taken from the first frame). The caption becomes the figure title of its frame (e.g. a
-    measurement at that setting). Each frame is a few PNG data URIs, so a 10-frame sweep stays small.
+    measurement at that setting). Frame ``start`` is shown until Play or the slider is used, so the still
+    view already makes the point. Each frame is a few PNG data URIs, so a 10-frame sweep stays small.
     """
     if not frames:
         raise ValueError("map_sweep needs at least one frame")
     count = len(frames[0][1])
     if any(len(panels) != count for _, panels, _ in frames):
         raise ValueError(f"every frame needs the same number of panels ({count})")
-    fig = _presenter_grid(image_grid([list(frames[0][1])], panel_height=panel_height, title=frames[0][2]),
-                          frames[0][2])
+    _, first_panels, first_caption = frames[start]
+    titled = [Panel(panel.pixels, title.title) for panel, title in zip(first_panels, frames[0][1])]
+    fig = _presenter_grid(image_grid([titled], panel_height=panel_height, title=first_caption), first_caption)
+    _outline_panels(fig, first_panels)
     fig.frames = [
         go.Frame(name=label, traces=list(range(count)),
                  data=[go.Image(source=png_uri(panel.pixels)) for panel in panels],
                  layout={"title": {"text": caption}})
         for label, panels, caption in frames
     ]
-    _add_player(fig, [label for label, _, _ in frames], slider_label)
+    _add_player(fig, [label for label, _, _ in frames], slider_label, start)
     return fig
 
 
-def _add_player(fig: go.Figure, labels: Sequence[str], slider_label: str) -> None:
-    """Play/Pause buttons and a frame slider, all handled by plotly.js in the browser."""
+def _outline_panels(fig: go.Figure, panels: Sequence[Panel]) -> None:
+    """A thin frame around each panel of an image grid, so an all-white mask still shows where it is."""
+    for index, panel in enumerate(panels, start=1):
+        suffix = "" if index == 1 else str(index)
+        height, width = panel.pixels.shape[:2]
+        fig.add_shape(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=-0.5, x1=width - 0.5, y0=-0.5,
+                      y1=height - 0.5, line={"color": MUTED, "width": 1})
+
+
+def _add_player(fig: go.Figure, labels: Sequence[str], slider_label: str, start: int = 0,
+                below_axis_titles: bool = False) -> None:
+    """Play/Pause buttons and a frame slider, all handled by plotly.js in the browser. Play runs every
+    frame from the first; the slider starts at frame ``start`` (the one the figure shows)."""
     def go_to(names, duration):
         return [names, {"frame": {"duration": duration, "redraw": True}, "mode": "immediate",
-                        "transition": {"duration": 0}, "fromcurrent": True}]
+                        "transition": {"duration": 0}, "fromcurrent": False}]
 
+    y = -0.2 if below_axis_titles else -0.02
     fig.update_layout(
         updatemenus=[{
-            "type": "buttons", "direction": "left", "x": 0.0, "y": -0.02, "xanchor": "left", "yanchor": "top",
+            "type": "buttons", "direction": "left", "x": 0.0, "y": y, "xanchor": "left", "yanchor": "top",
             "pad": {"t": 10, "r": 10}, "showactive": False,
             "buttons": [{"label": "▶ Play", "method": "animate", "args": go_to(None, 700)},
                         {"label": "❚❚ Pause", "method": "animate", "args": go_to([None], 0)}],
         }],
         sliders=[{
-            "active": 0, "x": 0.22, "len": 0.78, "y": -0.02, "yanchor": "top", "pad": {"t": 10},
+            "active": start, "x": 0.22, "len": 0.78, "y": y, "yanchor": "top", "pad": {"t": 10},
             "currentvalue": {"prefix": f"{slider_label} = ", "font": {"size": FONT_SIZE}},
             "steps": [{"label": label, "method": "animate", "args": go_to([label], 0)} for label in labels],
         }],
     )
-    fig.update_layout(margin={"b": 90}, height=fig.layout.height + 80)
+    extra = 110 if below_axis_titles else 60
+    fig.update_layout(margin={"b": extra + 10}, height=fig.layout.height + extra)
 
 
 def _image_axes(fig: go.Figure, axis: str) -> None:
@@ -163,8 +184,11 @@ def schedule_sweep(training_steps: Sequence[int], drop_probs: Sequence[float], m
         return go.Scatter(x=[training_steps[index]], y=[drop_probs[index]], mode="markers",
                           marker={"size": 22, "color": ACCENT}, name="now")
 
-    fig.add_trace(marker(frame_indices[0]), row=1, col=1)
-    fig.add_trace(go.Image(source=png_uri(masks[0].pixels), hoverinfo="skip"), row=1, col=2)
+    fig.add_trace(marker(frame_indices[-1]), row=1, col=1)
+    fig.add_trace(go.Image(source=png_uri(masks[-1].pixels), hoverinfo="skip"), row=1, col=2)
+    height, width = masks[-1].pixels.shape[:2]
+    fig.add_shape(type="rect", xref="x2", yref="y2", x0=-0.5, x1=width - 0.5, y0=-0.5, y1=height - 0.5,
+                  line={"color": MUTED, "width": 1})
     labels = [str(training_steps[index]) for index in frame_indices]
     fig.frames = [
         go.Frame(name=label, traces=[1, 2], data=[marker(index), go.Image(source=png_uri(mask.pixels))],
@@ -175,9 +199,9 @@ def schedule_sweep(training_steps: Sequence[int], drop_probs: Sequence[float], m
     fig.update_yaxes(title_text="drop_prob", range=[0, max(max(drop_probs) * 1.1, 0.01)], row=1, col=1)
     _image_axes(fig, "2")
     fig.update_layout(showlegend=False)
-    presenter_layout(fig, f"{title}: step {labels[0]}, drop_prob = {drop_probs[frame_indices[0]]:.3f}",
-                     height=560)
-    _add_player(fig, labels, "training step")
+    presenter_layout(fig, f"{title}: step {labels[-1]}, drop_prob = {drop_probs[frame_indices[-1]]:.3f}",
+                     height=380)
+    _add_player(fig, labels, "training step", start=len(labels) - 1, below_axis_titles=True)
     return fig
 
 
@@ -218,7 +242,7 @@ def results_figure(rows: Sequence[Mapping[str, object]], title: str | None = Non
 
 
 def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: Mapping[str, Sequence[float]],
-                  dropped: Sequence[float], title: str, slider_label: str) -> go.Figure:
+                  dropped: Sequence[float], title: str, slider_label: str, start: int = 0) -> go.Figure:
     """One row of a map as a line, the regularized row animated over ``profiles`` (label -> values).
 
     Left: the whole row, dropped columns shaded; right: the dropped columns only, on a fixed y range that
@@ -242,7 +266,7 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
         fig.add_trace(go.Scatter(x=list(columns), y=list(original), mode="lines", name="input",
                                  line={"color": MUTED, "width": 3, "dash": "dot"}, showlegend=column == 1),
                       row=1, col=column)
-        fig.add_trace(output_line(profiles[labels[0]], column), row=1, col=column)
+        fig.add_trace(output_line(profiles[labels[start]], column), row=1, col=column)
         fig.add_vrect(x0=lo - 0.5, x1=hi + 0.5, fillcolor=HIGHLIGHT, opacity=0.12, line_width=0, row=1, col=column)
     fig.update_xaxes(title_text="column", row=1, col=1)
     fig.update_xaxes(title_text="column", range=[lo - 0.5, hi + 0.5], row=1, col=2)
@@ -251,6 +275,25 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
                            layout={"title": {"text": f"{title} = {label}"}})
                   for label in labels]
     fig.update_layout(legend={"orientation": "h", "y": 1.08, "yanchor": "bottom", "x": 1.0, "xanchor": "right"})
-    presenter_layout(fig, f"{title} = {labels[0]}", height=480)
-    _add_player(fig, labels, slider_label)
+    presenter_layout(fig, f"{title} = {labels[start]}", height=380)
+    _add_player(fig, labels, slider_label, start, below_axis_titles=True)
     return fig
+
+
+def runs_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> go.Figure:
+    """Test accuracy per epoch of our own runs (label -> (epochs, accuracy %)), or a note when there are none."""
+    fig = go.Figure()
+    palette = [ACCENT, "#2563eb", "#16a34a", "#7c3aed", "#0891b2", MUTED]
+    for index, (label, (epochs, accuracy)) in enumerate(curves.items()):
+        fig.add_trace(go.Scatter(x=list(epochs), y=list(accuracy), name=label, mode="lines+markers",
+                                 line={"width": 4, "color": palette[index % len(palette)]}, marker={"size": 9}))
+    if not curves:
+        fig.add_annotation(text="No runs yet: start one on the Training page,<br>and its test accuracy appears "
+                                "here epoch by epoch.", x=0.5, y=0.5, xref="paper", yref="paper",
+                           showarrow=False, font={"size": FONT_SIZE + 4, "color": MUTED})
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="test accuracy (%)")
+    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0.0})
+    return presenter_layout(fig, title)

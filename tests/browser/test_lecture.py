@@ -1,0 +1,46 @@
+"""Lecture mode in headless chromium at projector size: a prepared link, then Next through one chapter."""
+from __future__ import annotations
+
+import pytest
+
+from dropviz.lecture import CHAPTERS
+
+pytestmark = pytest.mark.browser
+
+EXCEPTION = '[data-testid="stException"]'
+FIGURE = '[data-testid="stPlotlyChart"] .main-svg'
+
+
+def chapter(key):
+    return next(c for c in CHAPTERS if c.key == key)
+
+
+def test_prepared_link_then_next_through_dropblock(app_server, page, screenshot, wait_for_app):
+    dropblock = chapter("dropblock")
+    app_server.open(page, "lecture?chapter=dropblock&step=1&block_size=5&seed=3&hide=sidebar")
+    page.wait_for_selector(FIGURE)
+    assert not page.locator('[data-testid="stSidebar"]').is_visible()
+    for number, step in enumerate(dropblock.steps, start=1):
+        heading = page.locator("h3").first.inner_text()
+        assert heading == f"Step {number} of {len(dropblock.steps)}: {step.title}"
+        assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).all_inner_texts()
+        assert page.locator(".katex").count() >= 1  # the step's formula is typeset
+        # The link's values survive every step: the slider shows b = 5 and the URL still holds it.
+        assert "block_size=5" in page.url and "seed=3" in page.url and "hide=sidebar" in page.url
+        screenshot(page, f"lecture-dropblock-step{number}")
+        if number < len(dropblock.steps):
+            page.get_by_role("button", name="Next →").click()
+            wait_for_app(page)
+            page.wait_for_selector(FIGURE)
+            assert f"step={number + 1}" in page.url
+    assert page.get_by_role("button", name="Next →").is_enabled()  # on to the next chapter
+
+
+def test_default_view_tells_the_story_with_the_table_of_contents(app_server, page, screenshot):
+    app_server.open(page, "lecture")
+    page.wait_for_selector(FIGURE)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    for number, c in enumerate(CHAPTERS, start=1):
+        assert f"{number}. {c.title}" in sidebar.inner_text()
+    assert page.locator(EXCEPTION).count() == 0
+    screenshot(page, "lecture-default")
