@@ -65,6 +65,10 @@ def regularized_pass(model_id: str, image_id: str, layer: str, method: str, para
 
 # ---------------------------------------------------------------- choosing the network
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    return " x ".join(map(str, shape))
+
+
 def weights_options(arch: str, checkpoints) -> dict[str, str]:
     options = {RANDOM: "Random initialisation (untrained)"}
     if arch == "resnet18-imagenet":
@@ -76,13 +80,14 @@ def weights_options(arch: str, checkpoints) -> dict[str, str]:
 
 def choose_network() -> tuple[FeatureModel, str]:
     """The sidebar's network and weights; a file that cannot be used shows why and the last good model stays."""
-    arch = st.selectbox("Network", list(ARCHITECTURES), format_func=lambda a: ARCHITECTURES[a].label,
-                        key="model", bind=URL)
+    arch = st.selectbox("Network", list(ARCHITECTURES), key="model", bind=URL,
+                        help="\n".join(f"- {a}: {spec.label}" for a, spec in ARCHITECTURES.items()))
     checkpoints = run_checkpoints(default_runs_dir())
     options = weights_options(arch, checkpoints)
-    weights = st.selectbox("Weights", list(options), format_func=options.get, key="weights", bind=URL,
+    weights = st.selectbox("Weights", list(options), key="weights", bind=URL,
                            help="A checkpoint of a run from the Training page, torchvision's ImageNet weights "
                                 "(ResNet-18 at 224 x 224), or random initialisation.")
+    st.caption(options[weights])
     upload = st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt"], key="checkpoint_upload",
                               help="A state dict or a dropviz checkpoint; loaded with weights_only=True.")
     version = ""
@@ -126,9 +131,10 @@ else:
 
 shapes = model.layer_shapes()
 layers = list(shapes)
-top = st.columns([2, 2, 1, 1], vertical_alignment="bottom")
+top = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
 layer = top[0].selectbox("Layer", layers, index=len(layers) // 2, key="layer", bind=URL,
-                         format_func=lambda n: f"{n}: {' x '.join(map(str, shapes[n]))} (C x H x W)")
+                         help="Output of the stem or of a residual block, C x H x W:\n"
+                              + "\n".join(f"- {n}: {shape_text(shapes[n])}" for n in layers))
 with top[1]:
     spec = method_select(key="")
 with top[2]:
@@ -136,6 +142,8 @@ with top[2]:
 with top[3]:
     share_link()
 params = method_controls(spec, key="", columns=max(1, len(spec.params)))
+st.caption(f"Layer {layer}: {shape_text(shapes[layer])} (channels x height x width) for a "
+           f"{model.input_size} x {model.input_size} input.")
 n_channels = shapes[layer][0]
 counts = st.columns(2)
 shown = counts[0].slider("Channels shown (most active first)", 1, min(64, n_channels), min(16, n_channels),
@@ -169,8 +177,7 @@ if "clusters" in effect.stages:
 
 left, right = st.columns([3, 2], gap="large")
 with left:
-    channel = st.selectbox("Channel to explain", channels, key="channel",
-                           format_func=lambda c: f"channel {c} (#{channels.index(c) + 1} most active)")
+    channel = st.selectbox("Channel to explain (most active first)", channels, key="channel", bind=URL)
     maps = {name: t[channel] for name, t in effect.stages.items() if t.dim() == 3}
     st.plotly_chart(stage_row(maps, width=700, title=f"explain() stages of channel {channel}"),
                     key="features_stages", config=plotly_config(f"stages-{layer}-{channel}"))

@@ -99,6 +99,8 @@ def _mosaic_figure(panels: Sequence[tuple[str, np.ndarray]], markers: Sequence[g
     for image in fig.data:
         image.hoverinfo = "skip"  # the tile markers answer hovers; pixel coordinates mean little here
     fig.add_traces(list(markers))
+    fig.update_xaxes(showline=False)  # the white gaps frame every tile already
+    fig.update_yaxes(showline=False)
     fig.update_layout(hovermode="closest", hoverdistance=-1)
     if any(m.marker.showscale for m in markers):
         fig.update_layout(margin_r=90)
@@ -160,7 +162,7 @@ def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.
     fig = go.Figure([
         go.Bar(name="clean", y=labels, x=[row.clean for row in rows], orientation="h", marker_color=CLEAN_COLOR,
                hovertemplate="%{y}: %{x:.3f}<extra>clean</extra>"),
-        go.Bar(name=f"regularized (mean of {n_draws} draws, whisker = min..max)", y=labels,
+        go.Bar(name=f"regularized: mean of {n_draws} draws (whisker: min..max)", y=labels,
                x=[row.mean for row in rows], orientation="h", marker_color=REGULARIZED_COLOR,
                error_x=dict(type="data", symmetric=False, array=[row.high - row.mean for row in rows],
                             arrayminus=[row.mean - row.low for row in rows]),
@@ -168,7 +170,8 @@ def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.
     ])
     fig.update_layout(barmode="group", yaxis=dict(autorange="reversed"),
                       xaxis=dict(range=[0, 1], title="probability"),
-                      title=f"Top-5 predictions: top-1 unchanged in {agreement:.0%} of {n_draws} draws",
-                      legend=dict(orientation="h", y=-0.25), margin=dict(l=10, r=10, t=50, b=10), height=360,
+                      title=dict(text=f"Top-5 classes<br><sup>top-1 unchanged in {agreement:.0%} of {n_draws} "
+                                      "draws</sup>", x=0, xanchor="left"),
+                      legend=dict(orientation="h", y=-0.3), margin=dict(l=10, r=10, t=60, b=10), height=380,
                       uirevision="topk")
     return fig
