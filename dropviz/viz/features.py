@@ -121,14 +121,14 @@ def channel_mosaic(maps: torch.Tensor, channels: Sequence[int], title: str = "",
 def before_after(clean: torch.Tensor, regularized: torch.Tensor, channels: Sequence[int],
                  titles: tuple[str, str] = ("clean", "after regularizer"), *, panel_height: int = 420) -> go.Figure:
     """The same ``channels`` of a ``(C, H, W)`` activation before and after the regularizer, side by side
-    on one colour scale (each channel divided by its clean maximum, so > 1 means rescaled up)."""
+    on one colour scale: each channel divided by its clean maximum, the scale fixed by the clean side (so
+    the clean grid never changes with the regularizer; kept units rescaled above 1 show the top colour)."""
     clean, regularized = normalise_channels(clean.float(), regularized.float())
     picked = list(channels)
-    lo = min(0.0, float(clean[picked].min()), float(regularized[picked].min()))
-    hi = max(1.0, float(regularized[picked].max()))
+    lo, hi = min(0.0, float(clean[picked].min())), 1.0
     columns = mosaic_columns(len(picked))
     colorbar = dict(colorscale=MOSAIC_COLORS, cmin=lo, cmax=hi, showscale=True,
-                    colorbar=dict(title="a / clean max", thickness=12))
+                    colorbar=dict(title="a / clean max<br>(clipped at 1)", thickness=12))
     panels = [(titles[0], _colorize(tile(clean, picked, columns), lo, hi)),
               (titles[1], _colorize(tile(regularized, picked, columns), lo, hi))]
     markers = [_tile_markers(clean, picked, columns, "", titles[0]),
