@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .images import data_dir as find_data_dir
 
@@ -100,8 +102,6 @@ def _torchvision_cifar(name: str, split: str, root: Path) -> ImageData:
 
 
 def _image_folder(folder: Path, limit: int | None, seed: int) -> ImageData:
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
     if not folder.is_dir():
         raise DatasetError(f"no folder {folder.resolve()}: an imagefolder dataset needs train/<class>/ and "
                            f"test/<class>/ image folders under --data-dir")
@@ -116,13 +116,13 @@ def _image_folder(folder: Path, limit: int | None, seed: int) -> ImageData:
     images = []
     for path, _ in files:
         try:
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        except RuntimeError as error:
-            raise DatasetError(f"cannot decode {path}: {error}") from None
-        if image.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-            image = F.interpolate(image[None].float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                                  antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
-        images.append(image)
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                    im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+                images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"cannot read image {path}: {error}") from None
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
     return ImageData(torch.stack(images), labels, classes)
 

@@ -29,7 +29,7 @@ from .config import RunConfig
 from .db import ACTIVE, RunsDB, check_run_id, run_dir
 from .engine import LOG
 
-STALE_HEARTBEAT_S = 10.0
+STALE_HEARTBEAT_S = 60.0  # backstop for a hung worker; a dead one is seen at once through its pid
 START_GRACE_S = 120.0  # a claimed run's process must show up by then (imports can be slow on a busy machine)
 DEFAULT_MAX_RUNS = 2
 
