@@ -18,6 +18,7 @@ PAGES: list[tuple[str, str, str, str]] = [
     ("pages/compare.py", "Compare", ":material/compare:", "All methods side by side on the same image and seed; drop rate vs block size."),
     ("pages/lecture.py", "Lecture", ":material/school:", "The story of structured dropout, step by step, from a link."),
     ("pages/features.py", "Feature Maps", ":material/layers:", "A ResNet's feature maps at one layer, before and after a regularizer, and how its predictions move."),
+    ("pages/training.py", "Training", ":material/monitoring:", "Background training runs with a regularizer; live accuracy curves, overlaid."),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from dropviz.data.datasets import DATASETS
@@ -78,8 +79,10 @@ class RunConfig:
         at_least("weight_decay", 0.0, float)
         if not (_is_kind(self.lr, float) and 0 < self.lr <= 10):
             problems.append(f"--lr must be a number in (0, 10]; got {self.lr!r}")
-        if self.dataset == "imagefolder" and not self.data_dir:
-            problems.append("--dataset imagefolder needs --data-dir (a folder with train/ and test/)")
+        if self.dataset == "imagefolder" and not (self.data_dir and all(
+                (Path(self.data_dir) / split).is_dir() for split in ("train", "test"))):
+            problems.append(f"--dataset imagefolder needs --data-dir, a folder with train/ and test/ "
+                            f"(got {self.data_dir or 'none'})")
         if self.device == "cuda":
             import torch
 

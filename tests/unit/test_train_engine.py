@@ -66,7 +66,8 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(tmp_path, monkey
 
 
 def test_missing_dataset_fails_the_run_with_a_message(tmp_path):
-    run_id = _register(tmp_path, dataset="imagefolder", data_dir=str(tmp_path / "nowhere"), epochs=1)
+    # launches check the folder; this one vanished after the launch
+    run_id = RunsDB(tmp_path).create_run(RunConfig(dataset="imagefolder", data_dir=str(tmp_path / "gone"), epochs=1))
     assert train_run(tmp_path, run_id, progress=False) == "failed"
     error = RunsDB(tmp_path).run(run_id)["error"]
     assert "no folder" in error and "Traceback" not in error

@@ -1,0 +1,139 @@
+"""Training: launch background runs with a regularizer and watch their accuracy curves, overlaid and live."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dropviz.data.datasets import DATASETS
+from dropviz.data.images import data_dir
+from dropviz.models import MODELS, PLACEMENT
+from dropviz.regularizers import REGISTRY
+from dropviz.train import ConfigError, JobManager, ReadOnlyError, RunConfig, check_run_id, readonly, regularizer_names
+from dropviz.train.config import DEVICES, SCHEDULES
+from dropviz.train.report import ACTIVE_OR_WAITING, metrics_csv, run_label, runs_table
+from dropviz.ui.controls import method_controls
+from dropviz.ui.panels import plotly_config
+from dropviz.viz.curves import METRICS, SPLITS, curves_figure
+
+OVERLAY = "train_overlay"
+READ_ONLY = readonly()
+
+st.title("Training")
+st.caption("Train a ResNet with a regularizer in a background process and compare runs' accuracy curves. "
+           "Runs keep going when you close the page.")
+if READ_ONLY:
+    st.info("This dashboard is read-only (DROPVIZ_READONLY): you can watch runs and download their metrics, "
+            "but launching, cancelling, resuming and deleting runs is turned off.", icon=":material/lock:")
+
+manager = JobManager()
+
+
+def launch_form() -> None:
+    left, middle, right = st.columns(3)
+    model = left.selectbox("Model", list(MODELS), key="train_model")
+    dataset = left.selectbox("Dataset", list(DATASETS), key="train_dataset",
+                             help="digits ships with scikit-learn and works offline; imagefolder reads "
+                                  "train/ and test/ class folders (e.g. the CIFAR-10 JPEG copy)")
+    folder = left.text_input("Data folder", str(data_dir() / "cifar10-jpeg") if dataset == "imagefolder"
+                             else str(data_dir()), key=f"train_data_dir_{dataset}",
+                             disabled=dataset == "digits")
+    regularizer = middle.selectbox("Regularizer", regularizer_names(), key="train_regularizer",
+                                   format_func=lambda n: REGISTRY[n].display_name if n in REGISTRY else "none")
+    params = {}
+    if regularizer in REGISTRY:
+        middle.caption(f"Inserted at: {PLACEMENT[regularizer]}.")
+        with middle:
+            params = method_controls(REGISTRY[regularizer], key="train_", bind_url=False)
+    schedule = middle.selectbox("drop_prob schedule", SCHEDULES, key="train_schedule",
+                                help="linear: ramps from 0 to drop_prob over the run, as DropBlock does")
+    epochs = right.number_input("Epochs", 1, 500, 3, key="train_epochs")
+    batch_size = right.number_input("Batch size", 8, 4096, 128, key="train_batch_size")
+    lr = right.number_input("Learning rate", 0.0001, 10.0, 0.1, format="%.4f", key="train_lr")
+    limit_train = right.number_input("Training images (0 = all)", 0, 1_000_000, 4000, step=500, key="train_limit")
+    device = right.selectbox("Device", DEVICES, key="train_device")
+    seed = right.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+    if st.button("Launch run", type="primary", disabled=READ_ONLY, key="train_launch", icon=":material/play_arrow:"):
+        config = RunConfig(model=model, dataset=dataset, data_dir=None if dataset == "digits" else folder,
+                           regularizer=regularizer, params=params, schedule=schedule, epochs=int(epochs),
+                           batch_size=int(batch_size), lr=float(lr), seed=int(seed), device=device,
+                           limit_train=int(limit_train) or None, limit_test=2000 if limit_train else None)
+        try:
+            run_id = manager.launch(config)
+        except (ConfigError, ReadOnlyError) as error:
+            st.error(f"Not launched: {error}")
+        else:
+            st.session_state[OVERLAY] = [run_id, *st.session_state.get(OVERLAY, [])]
+            st.toast(f"Launched {run_id}")
+
+
+with st.expander("Launch a run", expanded=not manager.runs(), icon=":material/rocket_launch:"):
+    launch_form()
+
+
+def run_actions(runs_by_id: dict[str, dict]) -> None:
+    """Cancel, resume or delete one run; a failed run shows its error and the end of its log."""
+    chosen = st.selectbox("Run", list(runs_by_id), format_func=lambda i: f"{run_label(runs_by_id[i])} ({runs_by_id[i]['status']})",
+                          key="train_action_run")
+    run = runs_by_id[chosen]
+    cancel, resume, delete = st.columns(3)
+    if cancel.button("Cancel", disabled=READ_ONLY or run["status"] not in ACTIVE_OR_WAITING, key="train_cancel"):
+        manager.cancel(chosen)
+        st.toast(f"Cancelling {chosen}")
+    if resume.button("Resume", disabled=READ_ONLY or run["status"] not in ("failed", "cancelled"), key="train_resume"):
+        manager.resume(chosen)
+        st.rerun()
+    if delete.button("Delete...", disabled=READ_ONLY or run["status"] in ACTIVE_OR_WAITING, key="train_delete"):
+        st.session_state["train_confirm_delete"] = chosen
+    if st.session_state.get("train_confirm_delete") == chosen:
+        st.warning(f"Delete {run_label(run)} with its metrics and checkpoint? This cannot be undone.")
+        yes, no = st.columns(2)
+        if yes.button("Yes, delete", type="primary", key="train_delete_yes"):
+            manager.delete(chosen)
+            st.session_state.pop("train_confirm_delete")
+            st.rerun()
+        if no.button("Keep it", key="train_delete_no"):
+            st.session_state.pop("train_confirm_delete")
+            st.rerun()
+    if run["status"] == "failed":
+        st.error(run["error"] or "The run failed.")
+        with st.expander("End of the worker's log"):
+            st.code(manager.log_tail(chosen) or "(empty)", language=None)
+
+
+def runs_panel(polling: bool) -> None:
+    runs = manager.runs()
+    if not runs:
+        st.info("No runs yet: launch one above.")
+        return
+    runs_by_id = {run["id"]: run for run in runs}
+    st.dataframe(runs_table(manager.db, runs), hide_index=True, key="train_runs_table", column_config={
+        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+        "test acc": st.column_config.NumberColumn("test acc", format="percent"), "id": None})
+
+    requested = st.query_params.get("run")  # ?run=<id> opens the page on one run
+    if requested and OVERLAY not in st.session_state:
+        try:
+            st.session_state[OVERLAY] = [run_id for run_id in [check_run_id(requested)] if run_id in runs_by_id]
+        except ValueError as error:
+            st.warning(f"Ignoring the run in the link: {error}")
+    kept = [i for i in st.session_state.get(OVERLAY, [r["id"] for r in runs[:6]]) if i in runs_by_id]
+    st.session_state[OVERLAY] = kept
+    overlay = st.multiselect("Runs to overlay", list(runs_by_id), key=OVERLAY,
+                             format_func=lambda i: run_label(runs_by_id[i]))
+    metric_col, split_col, smooth_col = st.columns([1, 1, 2])
+    metric = metric_col.segmented_control("Metric", list(METRICS), default="accuracy", key="train_metric") or "accuracy"
+    splits = split_col.segmented_control("Curves", list(SPLITS), default=list(SPLITS), selection_mode="multi",
+                                         key="train_splits")
+    smoothing = smooth_col.slider("Smoothing (train)", 0.0, 0.99, 0.6, 0.01, key="train_smoothing")
+    curves = {run_label(runs_by_id[i]): {"steps": manager.db.steps(i), "epochs": manager.db.epochs(i)} for i in overlay}
+    st.plotly_chart(curves_figure(curves, metric, splits, smoothing), key="train_curves",
+                    config=plotly_config("dropviz-training-curves"))
+    st.download_button("Download metrics (CSV)", lambda: metrics_csv(manager.db, overlay), "dropviz-metrics.csv",
+                       mime="text/csv", disabled=not overlay, key="train_csv", icon=":material/download:")
+    run_actions(runs_by_id)
+    if polling and not any(r["status"] in ACTIVE_OR_WAITING for r in runs):
+        st.rerun()  # the last run ended: rerun the page once, which stops the polling
+
+
+active = any(r["status"] in ACTIVE_OR_WAITING for r in manager.runs())
+st.subheader("Runs")
+st.fragment(runs_panel, run_every="2s" if active else None)(active)

@@ -1,0 +1,92 @@
+"""AppTest of the Training page over a prepared runs database (no browser, no training)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dropviz.train import RunConfig, RunsDB
+
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "training.py")
+TIMEOUT_S = 120
+
+
+@pytest.fixture
+def runs_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("DROPVIZ_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DROPVIZ_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DROPVIZ_READONLY", raising=False)
+    return tmp_path / "runs"
+
+
+def add_run(runs_dir: Path, status: str, regularizer: str = "none", error: str | None = None) -> str:
+    db = RunsDB(runs_dir)
+    params = {"drop_prob": 0.2} if regularizer != "none" else {}
+    run_id = db.create_run(RunConfig(dataset="digits", epochs=2, regularizer=regularizer, params=params), status=status)
+    db.update_run(run_id, step=8, total_steps=8, epoch=2, error=error, device="cpu")
+    for step in range(1, 9):
+        db.log_step(run_id, step, step / 4, train_loss=2.3 - step / 10, train_acc=step / 20, lr=0.1, drop_prob=0.2)
+    for epoch in (1, 2):
+        db.log_epoch(run_id, epoch, epoch * 4, train_loss=2.0, train_acc=0.3, test_loss=1.9, test_acc=0.2 * epoch)
+    return run_id
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def test_empty_runs_dir_invites_a_launch(runs_dir):
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    assert any("No runs yet" in i.value for i in at.info)
+    assert at.button(key="train_launch").disabled is False
+
+
+def test_runs_are_listed_overlaid_and_a_failed_run_shows_its_error(runs_dir):
+    finished = add_run(runs_dir, "finished", "dropout")
+    failed = add_run(runs_dir, "failed", error="worker died: out of memory")
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert set(table["status"]) == {"finished", "failed"}
+    [figure] = plotly_specs(at)
+    names = [trace["name"] for trace in figure["data"]]
+    assert len(names) == 4 and sum("test" in n for n in names) == 2 and any("dropout p=0.2" in n for n in names)
+    assert figure["layout"]["uirevision"] == "training-curves"
+
+    at.selectbox(key="train_action_run").set_value(failed).run()
+    assert any("out of memory" in e.value for e in at.error)
+    at.segmented_control(key="train_splits").set_value(["test"]).run()
+    assert all("test" in t["name"] for t in plotly_specs(at)[0]["data"])
+    at.selectbox(key="train_action_run").set_value(finished).run()
+    at.button(key="train_delete").click().run()
+    at.button(key="train_delete_yes").click().run()
+    assert not at.exception and RunsDB(runs_dir).run(finished) is None
+
+
+def test_invalid_launch_is_refused_with_a_message(runs_dir):
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    at.selectbox(key="train_dataset").set_value("imagefolder").run()
+    at.button(key="train_launch").click().run()
+    assert not at.exception
+    assert any("Not launched" in e.value and "train/ and test/" in e.value for e in at.error)
+    assert RunsDB(runs_dir).runs() == []
+
+
+def test_read_only_dashboard_says_so_and_disables_actions(runs_dir, monkeypatch):
+    add_run(runs_dir, "failed", error="boom")
+    monkeypatch.setenv("DROPVIZ_READONLY", "1")
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception and any("read-only" in i.value for i in at.info)
+    for key in ("train_launch", "train_resume", "train_delete", "train_cancel"):
+        assert at.button(key=key).disabled
+
+
+def test_a_run_id_in_the_url_is_checked(runs_dir):
+    add_run(runs_dir, "finished")
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S)
+    at.query_params["run"] = "../../etc/passwd"
+    at.run()
+    assert not at.exception and any("not a run id" in w.value for w in at.warning)
