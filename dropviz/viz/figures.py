@@ -13,7 +13,9 @@ through ``make_subplots`` costs tens of milliseconds and megabytes of JSON. Each
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -86,10 +88,38 @@ def _diverging(unit: np.ndarray) -> np.ndarray:
 
 
 def png_uri(pixels: np.ndarray) -> str:
-    """A data URI of ``pixels`` as PNG (fast compression: masks shrink to a few hundred bytes anyway)."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    """A data URI of ``pixels`` as PNG (fast compression: masks shrink to a few hundred bytes anyway).
+
+    Panels that repeat between reruns (the input, while only a parameter changes) are encoded once.
+    """
+    digest = hashlib.blake2b(pixels.tobytes(), digest_size=16, person=repr(pixels.shape).encode()[:16]).digest()
+    uri = _png_cache.get(digest)
+    if uri is None:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+        uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        with _png_cache_lock:  # Streamlit serves sessions from several threads
+            if len(_png_cache) >= _PNG_CACHE_SIZE:
+                _png_cache.pop(next(iter(_png_cache)))  # oldest first
+            _png_cache[digest] = uri
+    return uri
+
+
+_PNG_CACHE_SIZE = 64
+_png_cache: dict[bytes, str] = {}
+_png_cache_lock = threading.Lock()
+
+
+# What every panel's axes, titles and frames share, stated once in a template (applied to every axis,
+# annotation and shape), which keeps building a figure of 28 panels to a few milliseconds.
+_AXIS = dict(visible=False, constrain="domain")
+_GRID_TEMPLATE = dict(layout=dict(
+    xaxis=_AXIS, yaxis=_AXIS,
+    annotationdefaults=dict(xref="paper", yref="paper", showarrow=False, xanchor="center", yanchor="middle",
+                            font=dict(size=TITLE_SIZE)),
+    # A thin frame, so an all-white panel (nothing dropped) still shows where it is.
+    shapedefaults=dict(type="rect", line=dict(color="#b0b0b0", width=1), layer="above"),
+))
 
 
 def image_grid(rows: Sequence[Sequence[Panel | None]], *, row_titles: Sequence[str] = (),
@@ -103,7 +133,7 @@ def image_grid(rows: Sequence[Sequence[Panel | None]], *, row_titles: Sequence[s
     title_space = 26 / (panel_height * n_rows)  # paper height of the ~26 px kept above each image for its title
     cell_w = (1.0 - left - gap * (n_cols - 1)) / n_cols
     cell_h = (1.0 - gap * (n_rows - 1)) / n_rows
-    data, annotations = [], []
+    data, annotations, shapes = [], [], []
     layout: dict = {}
     index = 0
     for r, row in enumerate(rows):
@@ -118,20 +148,17 @@ def image_grid(rows: Sequence[Sequence[Panel | None]], *, row_titles: Sequence[s
             h, w = panel.pixels.shape[:2]
             data.append(go.Image(source=png_uri(panel.pixels), xaxis=f"x{suffix}", yaxis=f"y{suffix}",
                                  name=panel.title, hovertemplate=f"{panel.title}<br>x %{{x}}, y %{{y}}<extra></extra>"))
-            # A thin frame, so an all-white panel (nothing dropped) still shows where it is.
-            axis = dict(showticklabels=False, ticks="", showgrid=False, zeroline=False, showline=True,
-                        mirror=True, linecolor="#b0b0b0", linewidth=1)
-            layout[f"xaxis{suffix}"] = dict(axis, domain=[x0, x0 + cell_w], range=[-0.5, w - 0.5], constrain="domain")
-            # A panel narrower than its cell is shrunk towards the top, right under its title.
-            layout[f"yaxis{suffix}"] = dict(axis, domain=y_domain, range=[h - 0.5, -0.5], scaleanchor=f"x{suffix}",
-                                            constrain="domain", constraintoward="top")
-            annotations.append(dict(text=panel.title, x=x0 + cell_w / 2, y=y_domain[1], xref="paper", yref="paper",
-                                    xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=TITLE_SIZE)))
+            layout[f"xaxis{suffix}"] = dict(domain=[x0, x0 + cell_w], range=[-0.5, w - 0.5])
+            # A panel narrower than its cell moves up, right under its title.
+            layout[f"yaxis{suffix}"] = dict(domain=y_domain, range=[h - 0.5, -0.5], scaleanchor=f"x{suffix}",
+                                            constraintoward="top")
+            shapes.append(dict(xref=f"x{suffix}", yref=f"y{suffix}", x0=-0.5, x1=w - 0.5, y0=-0.5, y1=h - 0.5))
+            annotations.append(dict(text=panel.title, x=x0 + cell_w / 2, y=y_domain[1], yanchor="bottom"))
         if r < len(row_titles):
             annotations.append(dict(text=f"<b>{row_titles[r]}</b>", x=0, y=(y_domain[0] + y_domain[1]) / 2,
-                                    xref="paper", yref="paper", textangle=-90, showarrow=False,
-                                    xanchor="left", yanchor="middle", font=dict(size=TITLE_SIZE)))
-    layout.update(annotations=annotations, height=int(panel_height * n_rows + (40 if title else 10)),
+                                    textangle=-90, xanchor="left"))
+    layout.update(template=_GRID_TEMPLATE, annotations=annotations, shapes=shapes,
+                  height=int(panel_height * n_rows + (40 if title else 10)),
                   margin=dict(l=0, r=0, t=40 if title else 10, b=0), plot_bgcolor="rgba(0,0,0,0)",
                   paper_bgcolor="rgba(0,0,0,0)", showlegend=False, dragmode=False,
                   title=dict(text=title, x=0.0, xanchor="left") if title else None)
@@ -198,13 +225,13 @@ def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> 
     """Numbers that go with one draw: requested vs realised drop fraction, the scale on kept units, and
     how many blocks (DropBlock seeds) or clusters (over all channels) were dropped when the method has them.
 
-    The scale is measured, not assumed: the median of ``output / input`` over kept units whose input is
-    not ~0 (None if there are none).
+    The scale is measured, not assumed: ``sum(output) / sum(input)`` over the kept units (None if their
+    input sums to ~0).
     """
     x, mask, out = stages["input"], stages["mask"].to(torch.float32), stages["output"]
-    mask_full = mask.expand_as(x) if mask.shape != x.shape else mask
-    kept = (mask_full > 0) & (x.abs() > 1e-6)
-    scale = float((out[kept] / x[kept]).median()) if kept.any() else None
+    kept = (mask > 0).to(x.dtype)
+    kept_input = float((x * kept).sum())
+    scale = float((out * kept).sum()) / kept_input if abs(kept_input) > 1e-6 else None
     stats: dict[str, float | int | None] = {
         "requested drop": drop_prob,
         "realised drop": float(1.0 - mask.mean()),
