@@ -78,6 +78,10 @@ title_column, *nav_columns = st.columns([8, 1.3, 1.3], vertical_alignment="cente
 with title_column:
     st.header(f"{chapter_index + 1}. {chapter.title}", anchor=False)
     st.subheader(f"Step {step} of {len(chapter.steps)}: {view.current.title}", anchor=False)
+    if step == 1:
+        st.markdown(f"*{chapter.summary}*")
+    if chapter.source:
+        st.caption(f"Source: {chapter.source}")
 if "nav" not in view.hide:
     earlier, later = previous_view(), next_view()
     nav_columns[0].button("← Previous", key="previous", disabled=earlier is None, width="stretch",

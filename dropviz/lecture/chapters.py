@@ -18,6 +18,7 @@ from dropviz.regularizers.scheduler import LinearScheduler
 from dropviz.viz import lecture as figures
 from dropviz.viz.explain import draw
 from dropviz.viz.figures import Panel, to_pixels
+from dropviz.viz.texts import TEXTS
 
 from .measure import neighbour_estimate, recovered_fraction, spatial_autocorrelation
 from .model import Chapter, Step
@@ -60,6 +61,12 @@ def panel(t: torch.Tensor, title: str, kind: str = "image") -> Panel:
 def plane(t: torch.Tensor) -> torch.Tensor:
     """The first sample's first channel of an (N, C, H, W) stage."""
     return t[0, 0]
+
+
+def cite(method: str) -> str:
+    """The paper of a method as a markdown link, from the teaching texts the other pages use too."""
+    text = TEXTS[method]
+    return f"[{text.paper}]({text.url})" if text.url else text.paper
 
 
 def nearest(levels, value) -> int:
@@ -114,6 +121,7 @@ def _dropout_vs_blocks(params):
 
 SPATIAL = Chapter(
     key="spatial",
+    source=cite("dropblock"),
     title="Why dropout fails on conv features",
     summary="Neighbouring activations of a conv feature map are nearly equal, so a single dropped unit "
             "is not really gone: the next layer reads it off its neighbours.",
@@ -210,6 +218,7 @@ def _block_size_sweep(params):
 
 DROPBLOCK = Chapter(
     key="dropblock",
+    source=cite("dropblock"),
     title="DropBlock",
     summary="Drop contiguous b × b squares, so no neighbour is left to leak the dropped values "
             "(Ghiasi, Lin, Le, NeurIPS 2018).",
@@ -267,6 +276,7 @@ def _fixed_vs_scheduled(params):
 
 SCHEDULED = Chapter(
     key="schedule",
+    source=cite("dropblock"),
     title="Scheduled DropBlock",
     summary="Start with no dropping and raise p linearly during training: a fixed large p from the "
             "first step hurts learning, the ramp does not (DropBlock paper, Sec. 3).",
@@ -318,6 +328,7 @@ def _alpha_sweep(params):
 
 DISOUT = Chapter(
     key="disout",
+    source=cite("disout"),
     title="Disout: distort instead of dropping",
     summary="Disout keeps DropBlock's blocks but fills them with random distortion instead of zeros "
             "(Tang et al., AAAI 2020).",
@@ -386,6 +397,7 @@ def _cluster_output(params):
 
 DROPCLUSTER = Chapter(
     key="dropcluster",
+    source=cite("dropcluster"),
     title="DropCluster: drop what belongs together",
     summary="DropCluster drops groups of correlated units found in the data, so the dropped regions follow "
             "the content instead of fixed squares (Chen, Mordohai, Aydore, 2020).",
@@ -439,6 +451,7 @@ def _depth(params):
 
 DROPPATH = Chapter(
     key="droppath",
+    source=cite("droppath"),
     title="DropPath: drop whole residual branches",
     summary="In a residual network the identity path carries the signal, so a whole branch can be skipped: "
             "each sample trains a shallower network (Huang et al. 2016; Larsson et al. 2017).",
@@ -480,6 +493,7 @@ def _average_sweep(params):
 
 MULTISAMPLE = Chapter(
     key="multisample",
+    source=cite("multisample"),
     title="Multi-Sample Dropout",
     summary="Draw several dropout masks for the same features, pass each through the shared head and "
             "average the losses: many dropout draws per step for little extra cost (Inoue, 2019).",
@@ -499,8 +513,8 @@ MULTISAMPLE = Chapter(
 
 # ------------------------------------------------------------------ 8. results
 
-DROPBLOCK_PAPER = "Ghiasi, Lin, Le, DropBlock, NeurIPS 2018"
-DISOUT_PAPER = "Tang et al., Beyond Dropout: Feature Map Distortion, AAAI 2020"
+DROPBLOCK_PAPER = TEXTS["dropblock"].paper
+DISOUT_PAPER = TEXTS["disout"].paper
 PAPER_RESULTS: tuple[dict[str, Any], ...] = (
     {"setting": "ResNet-50, ImageNet", "method": "baseline", "top1": 76.51, "source": DROPBLOCK_PAPER},
     {"setting": "ResNet-50, ImageNet", "method": "DropBlock", "top1": 78.13, "source": DROPBLOCK_PAPER},
@@ -516,7 +530,7 @@ def _papers(params):
 
 
 def our_curves() -> dict[str, tuple[list[float], list[float]]]:
-    """Test accuracy per epoch of every run in the runs database with at least one evaluated epoch,
+    """Test accuracy (%) per epoch of every run in the runs database with at least one evaluated epoch,
     keyed by a label naming the model, the regularizer and the status. Empty when there is no database."""
     from dropviz.train.db import DB_NAME, RunsDB
     from dropviz.train.jobs import default_runs_dir
@@ -533,8 +547,7 @@ def our_curves() -> dict[str, tuple[list[float], list[float]]]:
                 continue
             config = db.config(run["id"])
             label = f"ours: {config.model} + {config.regularizer} ({run['status']}, {run['id'][-6:]})"
-            accuracy = [100 * row["test_acc"] if row["test_acc"] <= 1 else row["test_acc"] for row in epochs]
-            curves[label] = ([row["epoch"] for row in epochs], accuracy)
+            curves[label] = ([row["epoch"] for row in epochs], [100 * row["test_acc"] for row in epochs])
         return curves
     finally:
         db.close()
@@ -546,19 +559,20 @@ def _ours(params):
 
 RESULTS = Chapter(
     key="results",
+    source=f"{cite('dropblock')}; {cite('disout')}",
     title="Results: the papers, and our own runs",
     summary="What the papers report, with their sources, beside what our own training runs measure on this "
             "machine.",
     steps=(
-        Step("What the papers report", "On ImageNet, DropBlock lifts a ResNet-50 from 76.51% to 78.13% top-1 "
-             f"({DROPBLOCK_PAPER}) and Disout reports 78.76%; on CIFAR-10 a ResNet-56 goes from 93.95% to "
-             f"94.18% with DropBlock and 94.50% with Disout ({DISOUT_PAPER}).",
-             r"\Delta_{	ext{top-1}} = +1.62 \ (	ext{DropBlock, ImageNet}), \quad "
-             r"+0.55 \ (	ext{Disout, CIFAR-10})", _papers),
+        Step("What the papers report", "On ImageNet, DropBlock lifts a ResNet-50 from 76.51% to 78.13% top-1 and "
+             "Disout reports 78.76%. On CIFAR-10, a ResNet-56 goes from 93.95% to 94.18% with DropBlock and "
+             "94.50% with Disout (numbers from the Disout paper).",
+             r"\Delta_{\text{top-1}} = +1.62 \ (\text{DropBlock, ImageNet}), \quad "
+             r"+0.55 \ (\text{Disout, CIFAR-10})", _papers),
         Step("Our own measured curves", "Every run started on the Training page appears here as it trains, "
              "labelled as ours: short runs on small models, so compare the shapes of the curves rather than "
              "the papers' absolute numbers.",
-             r"	ext{accuracy} = rac{\#\{\hat y = y\}}{\#	ext{test images}}", _ours, live=True),
+             r"\text{accuracy} = \frac{\#\{\hat y = y\}}{\#\text{test images}}", _ours, live=True),
     ),
 )
 
@@ -598,6 +612,7 @@ def _rate_vs_drop_prob(params):
 
 PITFALLS = Chapter(
     key="pitfalls",
+    source="torchvision.ops.drop_block2d, timm.layers.drop_block_2d and dropviz's DropBlock2d, run on this machine",
     title="Pitfalls: is p what you get?",
     summary="Implementations turn p into a seed rate differently; on small maps with large blocks the "
             "realised drop rate can be far from the requested one. Measured live, on tensors of ones.",
@@ -606,7 +621,7 @@ PITFALLS = Chapter(
         Step("Realised vs requested, by block size", "Each implementation drops blocks on maps of ones and we "
              "count the zeros. The paper's γ counts overlapping blocks twice, and clipping or padding at the "
              "border changes the count again, so on late-stage 7 × 7 and 14 × 14 maps the curves part.",
-             r"\hat p = rac{\#\{y = 0\}}{\#\{y\}} \quad 	ext{vs} \quad p", _rate_vs_block),
+             r"\hat p = \frac{\#\{y = 0\}}{\#\{y\}} \quad \text{vs} \quad p", _rate_vs_block),
         Step("Realised vs requested, by p", "The dashed line is what was asked for. dropviz solves for the γ "
              "whose exact expected drop fraction is p; the first-order formula drifts as p and b grow.",
              r"\mathbb E[\hat p] = 1 - \operatorname{mean}_u (1-\gamma)^{c(u)} = p", _rate_vs_drop_prob),

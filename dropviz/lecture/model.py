@@ -35,13 +35,15 @@ class Step:
 
 @dataclass(frozen=True)
 class Chapter:
-    """One idea, told in ``steps``; ``controls`` names the entries of CONTROLS its figures read."""
+    """One idea, told in ``steps``; ``controls`` names the entries of CONTROLS its figures read;
+    ``source`` (markdown) is the paper or code the chapter follows."""
 
     key: str
     title: str
     summary: str
     steps: tuple[Step, ...]
     controls: tuple[str, ...] = ()
+    source: str = ""
 
 
 @dataclass(frozen=True)

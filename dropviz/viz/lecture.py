@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .droprate import COLORS as DROP_RATE_COLORS
 from .figures import Panel, image_grid, png_uri
 
 # Presenter defaults: text that reads from the back row, the app's accent for what was dropped.
@@ -19,9 +20,9 @@ TITLE_SIZE = 24
 ACCENT = "#c2410c"
 MUTED = "#78716c"
 HIGHLIGHT = "#2563eb"
+BACKDROP = "#e7e5e4"
 # 0 = dropped (accent), 1 = kept (near white), for grids of keep decisions.
 MASK_COLORS = [[0.0, ACCENT], [1.0, "#f5f5f4"]]
-SERIES_COLORS = {"ours": ACCENT, "torchvision": "#2563eb", "timm": "#16a34a"}
 
 
 def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 420) -> go.Figure:
@@ -29,9 +30,11 @@ def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 420
         title=None if title is None else {"text": title, "x": 0.0, "xanchor": "left",
                                           "font": {"size": TITLE_SIZE}},
         font={"size": FONT_SIZE}, height=height, margin={"l": 40, "r": 20, "t": 80, "b": 40},
-        template="plotly_white", uirevision="lecture",
+        template="plotly_white", uirevision="lecture", legend_font_size=16,
     )
     fig.update_annotations(font_size=FONT_SIZE)
+    fig.update_xaxes(tickfont_size=16, title_font_size=18)
+    fig.update_yaxes(tickfont_size=16, title_font_size=18)
     return fig
 
 
@@ -43,7 +46,6 @@ def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height
     (e.g. DropBlock's valid seed region).
     """
     fig = image_grid([list(panels)], panel_height=panel_height, title=title)
-    _outline_panels(fig, panels)
     if highlight is not None:
         row0, col0, row1, col1 = highlight
         for index in range(1, len(panels) + 1):
@@ -54,10 +56,11 @@ def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height
 
 
 def _presenter_grid(fig: go.Figure, title: str | None) -> go.Figure:
-    """Projector fonts on an image grid, and room above it for a title of that size."""
+    """Projector fonts on an image grid, room above it for a title of that size, and a light gray backdrop
+    so that an all-white mask still shows its edges."""
     fig.update_annotations(font_size=FONT_SIZE)
-    fig.update_layout(font={"size": FONT_SIZE}, margin={"l": 0, "r": 0, "t": 60 if title else 30, "b": 0},
-                      height=fig.layout.height + 30, uirevision="lecture")
+    fig.update_layout(font={"size": FONT_SIZE}, margin={"l": 8, "r": 8, "t": 60 if title else 30, "b": 8},
+                      height=fig.layout.height + 30, uirevision="lecture", paper_bgcolor=BACKDROP)
     if title:
         fig.update_layout(title_font_size=TITLE_SIZE)
     return fig
@@ -80,7 +83,6 @@ def map_sweep(frames: Sequence[tuple[str, Sequence[Panel], str]], slider_label: 
     _, first_panels, first_caption = frames[start]
     titled = [Panel(panel.pixels, title.title) for panel, title in zip(first_panels, frames[0][1])]
     fig = _presenter_grid(image_grid([titled], panel_height=panel_height, title=first_caption), first_caption)
-    _outline_panels(fig, first_panels)
     fig.frames = [
         go.Frame(name=label, traces=list(range(count)),
                  data=[go.Image(source=png_uri(panel.pixels)) for panel in panels],
@@ -89,15 +91,6 @@ def map_sweep(frames: Sequence[tuple[str, Sequence[Panel], str]], slider_label: 
     ]
     _add_player(fig, [label for label, _, _ in frames], slider_label, start)
     return fig
-
-
-def _outline_panels(fig: go.Figure, panels: Sequence[Panel]) -> None:
-    """A thin frame around each panel of an image grid, so an all-white mask still shows where it is."""
-    for index, panel in enumerate(panels, start=1):
-        suffix = "" if index == 1 else str(index)
-        height, width = panel.pixels.shape[:2]
-        fig.add_shape(type="rect", xref=f"x{suffix}", yref=f"y{suffix}", x0=-0.5, x1=width - 0.5, y0=-0.5,
-                      y1=height - 0.5, line={"color": MUTED, "width": 1})
 
 
 def _add_player(fig: go.Figure, labels: Sequence[str], slider_label: str, start: int = 0,
@@ -156,7 +149,7 @@ def curves_figure(x: Sequence[float], curves: Mapping[str, Sequence[float]], x_t
     palette = [ACCENT, "#2563eb", "#16a34a", "#7c3aed", MUTED]
     for index, (name, values) in enumerate(curves.items()):
         fig.add_trace(go.Scatter(x=list(x), y=list(values), name=name, mode="lines+markers",
-                                 line={"width": 4, "color": SERIES_COLORS.get(name, palette[index % len(palette)])},
+                                 line={"width": 4, "color": DROP_RATE_COLORS.get(name, palette[index % len(palette)])},
                                  marker={"size": 9}))
     if reference is not None:
         fig.add_trace(go.Scatter(x=list(x), y=list(reference[0]), name=reference[1], mode="lines",
@@ -195,7 +188,9 @@ def schedule_sweep(training_steps: Sequence[int], drop_probs: Sequence[float], m
                  layout={"title": {"text": f"{title}: step {label}, drop_prob = {drop_probs[index]:.3f}"}})
         for label, index, mask in zip(labels, frame_indices, masks)
     ]
-    fig.update_xaxes(title_text="training step", row=1, col=1)
+    span = training_steps[-1] - training_steps[0]
+    fig.update_xaxes(title_text="training step", range=[training_steps[0] - 0.03 * span, training_steps[-1] + 0.03 * span],
+                     row=1, col=1)
     fig.update_yaxes(title_text="drop_prob", range=[0, max(max(drop_probs) * 1.1, 0.01)], row=1, col=1)
     _image_axes(fig, "2")
     fig.update_layout(showlegend=False)
