@@ -434,7 +434,7 @@ def _branches(params):
         [panel(out[None], f"sample {i + 1}: {'kept' if keep else 'dropped'}") for i, (out, keep)
          in enumerate(zip(stages["output"], kept.tolist()))],
         f"The residual branch F(x) of each sample: {int((kept == 0).sum())} of {len(kept)} dropped",
-        panel_height=230)
+        panel_height=210)
 
 
 def _depth(params):
@@ -478,7 +478,7 @@ def _samples(params):
     shown = [panel(x * mask * scale, f"sample {i + 1}") for i, mask in enumerate(masks[:4])]
     return figures.panel_figure(shown + [panel(stages["output"], f"average of {len(masks)}")],
                                 f"{len(masks)} dropout masks of the same features, one shared head",
-                                panel_height=300)
+                                panel_height=240)
 
 
 def _average_sweep(params):

@@ -20,12 +20,11 @@ TITLE_SIZE = 24
 ACCENT = "#c2410c"
 MUTED = "#78716c"
 HIGHLIGHT = "#2563eb"
-BACKDROP = "#e7e5e4"
 # 0 = dropped (accent), 1 = kept (near white), for grids of keep decisions.
 MASK_COLORS = [[0.0, ACCENT], [1.0, "#f5f5f4"]]
 
 
-def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 420) -> go.Figure:
+def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:
     fig.update_layout(
         title=None if title is None else {"text": title, "x": 0.0, "xanchor": "left",
                                           "font": {"size": TITLE_SIZE}},
@@ -38,7 +37,7 @@ def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 420
     return fig
 
 
-def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height: int = 300,
+def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height: int = 270,
                  highlight: tuple[int, int, int, int] | None = None) -> go.Figure:
     """Side-by-side panels (the Explorer's image grid) at presenter size.
 
@@ -56,18 +55,17 @@ def panel_figure(panels: Sequence[Panel], title: str | None = None, panel_height
 
 
 def _presenter_grid(fig: go.Figure, title: str | None) -> go.Figure:
-    """Projector fonts on an image grid, room above it for a title of that size, and a light gray backdrop
-    so that an all-white mask still shows its edges."""
+    """Projector fonts on an image grid, and room above it for a title of that size."""
     fig.update_annotations(font_size=FONT_SIZE)
     fig.update_layout(font={"size": FONT_SIZE}, margin={"l": 8, "r": 8, "t": 60 if title else 30, "b": 8},
-                      height=fig.layout.height + 30, uirevision="lecture", paper_bgcolor=BACKDROP)
+                      height=fig.layout.height + 30, uirevision="lecture")
     if title:
         fig.update_layout(title_font_size=TITLE_SIZE)
     return fig
 
 
 def map_sweep(frames: Sequence[tuple[str, Sequence[Panel], str]], slider_label: str,
-              panel_height: int = 280, start: int = 0) -> go.Figure:
+              panel_height: int = 250, start: int = 0) -> go.Figure:
     """An in-browser animation of side-by-side panels.
 
     ``frames`` are ``(frame label, panels, caption)``, every frame with the same number of panels (their
@@ -195,7 +193,7 @@ def schedule_sweep(training_steps: Sequence[int], drop_probs: Sequence[float], m
     _image_axes(fig, "2")
     fig.update_layout(showlegend=False)
     presenter_layout(fig, f"{title}: step {labels[-1]}, drop_prob = {drop_probs[frame_indices[-1]]:.3f}",
-                     height=380)
+                     height=340)
     _add_player(fig, labels, "training step", start=len(labels) - 1, below_axis_titles=True)
     return fig
 
@@ -270,7 +268,7 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
                            layout={"title": {"text": f"{title} = {label}"}})
                   for label in labels]
     fig.update_layout(legend={"orientation": "h", "y": 1.08, "yanchor": "bottom", "x": 1.0, "xanchor": "right"})
-    presenter_layout(fig, f"{title} = {labels[start]}", height=380)
+    presenter_layout(fig, f"{title} = {labels[start]}", height=340)
     _add_player(fig, labels, slider_label, start, below_axis_titles=True)
     return fig
 

@@ -34,7 +34,7 @@ def test_map_sweep_rejects_ragged_frames():
 
 def test_panel_figure_outlines_the_highlight_on_every_panel():
     fig = figures.panel_figure(panels(0, 255), "t", highlight=(1, 1, 4, 4))
-    rects = [shape for shape in fig.layout.shapes if shape.type == "rect"]
+    rects = [shape for shape in fig.layout.shapes if shape.line.dash == "dash"]
     assert [(r.xref, r.x0, r.x1, r.y0, r.y1) for r in rects] == [("x", 0.5, 4.5, 0.5, 4.5), ("x2", 0.5, 4.5, 0.5, 4.5)]
     assert fig.layout.title.font.size == figures.TITLE_SIZE
 
