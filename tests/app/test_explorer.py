@@ -142,3 +142,35 @@ def test_rejected_parameters_show_the_ops_message_inline():
     at = AppTest.from_function(_rejecting_page, default_timeout=TIMEOUT_S).run()
     assert not at.exception
     assert "drop_prob must be in [0, 1), got 1.5" in at.error[0].value
+
+
+def changed_value(param):
+    """A value of ``param`` other than its default, at the far end of its range."""
+    choices = getattr(param, "choices", None)
+    if choices:
+        return next(c for c in choices if c != param.default)
+    if param.kind is bool:
+        return not param.default
+    return param.max if param.default != param.max else param.min
+
+
+@pytest.mark.parametrize("name, param", [(name, p.name) for name, spec in REGISTRY.items() for p in spec.params])
+def test_every_parameter_control_changes_the_figure(app_env, name, param):
+    spec = REGISTRY[name]
+    at = explorer(method=spec.display_name, drop_prob="0.3", side="64")
+    before = panels(at)
+    target = next(p for p in spec.params if p.name == param)
+    control = next(w for kind in ("slider", "toggle", "selectbox") for w in at.get(kind) if w.key == param)
+    control.set_value(changed_value(target)).run()
+    assert not at.exception and not at.error
+    after = panels(at)
+    changed = before.keys() != after.keys() or any(not np.array_equal(before[t], after[t]) for t in before)
+    # The Explorer shows one image (N = 1): DropPath's one draw per row and one per batch are then the same.
+    assert changed == ((name, param) != ("droppath", "mode")), f"{name}: moving {param} to {changed_value(target)}"
+
+
+def test_photo_choice_changes_the_input(app_env):
+    at = explorer()
+    first = panels(at)["input"]
+    at.selectbox(key="photo").set_value("coffee").run()
+    assert not np.array_equal(first, panels(at)["input"])
