@@ -10,9 +10,9 @@ inside the map. Internally a seed is stored by its block's first index ``v = s -
 Two samplers give the same distribution (i.i.d. Bernoulli(gamma) seeds on the valid grid):
 - ``dense``: one Bernoulli draw per valid position, blocks by a max-pool. Pure tensor ops, so it is the one
   used under ``torch.compile`` and on accelerators (no host synchronisation).
-- ``sparse``: seeds are rare (about ``p / k^2`` of the positions), so draw the seed *count*
-  ``M ~ Binomial(T, gamma)`` and then a uniform ``M``-subset of the ``T`` positions; conditioned on its size a
-  Bernoulli(gamma) vector is exactly a uniform subset, so the law is identical. Blocks are written with one
+- ``sparse``: seeds are rare (about ``p / k^2`` of the positions), so draw only the seeds: the gaps between
+  successive seeds of a Bernoulli(gamma) sequence are i.i.d. Geometric(gamma), and their cumulative sum gives
+  the seed positions with exactly the dense law (:func:`bernoulli_positions`). Blocks are written with one
   scatter of ``M * k^2`` indices instead of pooling the whole tensor.
 """
 from __future__ import annotations
@@ -22,10 +22,11 @@ from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Above this seed rate the dense sampler is cheaper than sorting the drawn positions (measured on CPU).
+# Above this seed rate the dense sampler is about as cheap as the sparse one (measured on CPU).
 SPARSE_MAX_SEED_RATE = 0.05
 
 
@@ -85,27 +86,83 @@ def _seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...
     return 0.5 * (low + high)
 
 
-def uniform_subset(total: int, count: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """A uniformly random ``count``-subset of ``range(total)`` (sorted), for ``count`` much smaller than ``total``.
+def bernoulli_positions(total: int, gamma: float, generator: torch.Generator | None,
+                        device: torch.device) -> np.ndarray:
+    """Sorted indices of the successes of ``total`` i.i.d. Bernoulli(``gamma``) trials, drawn sparsely.
 
-    Draw the missing number of i.i.d. uniform indices and keep the distinct ones until there are ``count``.
-    The stopping rule only looks at how many are distinct, which is invariant under relabelling, so the
-    result is uniform over all subsets of that size; it can never overshoot.
+    The gaps between successive successes (counting from -1) are i.i.d. Geometric(gamma) on {1, 2, ...},
+    so the cumulative sum of geometric draws, cut at ``total``, has exactly the law of the dense draw, at a
+    cost proportional to the number of successes. Draws a little more than the expected count and tops up
+    in the rare case that was not enough. The draws come from ``generator``; the index arithmetic is done
+    in NumPy (single-threaded: on a small shared CPU, tiny parallel torch ops cost more than they do).
     """
-    picked = torch.empty(0, dtype=torch.long, device=device)
-    while picked.numel() < count:
-        extra = torch.randint(total, (count - picked.numel(),), generator=generator, device=device)
-        picked = torch.cat([picked, extra]).unique()
-    return picked
+    if gamma <= 0.0:
+        return np.empty(0, dtype=np.int64)
+    expected = total * gamma
+    chunk = int(expected + 6.0 * math.sqrt(expected) + 16)
+    last, parts = -1, []
+    while last < total:
+        gaps = torch.empty(chunk, dtype=torch.float64, device=device).geometric_(gamma, generator=generator)
+        positions = last + np.cumsum(gaps.cpu().numpy().astype(np.int64))
+        parts.append(positions)
+        last = int(positions[-1])
+    positions = np.concatenate(parts)
+    return positions[positions < total]
+
+
+def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], strides: tuple[int, ...],
+                  block: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Storage offsets of every dropped unit, each once, and of each block's first unit.
+
+    ``seeds`` are sorted flat indices of block starts on the valid grid ``(N, C, *valid)``. Where blocks
+    overlap, a unit is listed only under the first block (in seed order) that covers it: two blocks can
+    only overlap if their seeds are within ``sum((k_d - 1) * grid_stride_d)`` of each other, so only those
+    nearby pairs are compared.
+    """
+    valid = _valid_shape(tuple(mask_shape[2:]), block)
+    grid = (mask_shape[0] * mask_shape[1], *valid)
+    slab, *position = np.unravel_index(seeds, grid)
+    start = (slab // mask_shape[1]) * strides[0] + (slab % mask_shape[1]) * strides[1]
+    for coordinate, stride in zip(position, strides[2:]):
+        start = start + coordinate * stride
+    template = np.zeros((), dtype=np.int64)
+    for k, stride in zip(block, strides[2:]):
+        template = template[..., None] + np.arange(k) * stride
+    units = start[:, None] + template.reshape(1, -1)
+    repeated = np.zeros(units.shape, dtype=bool)
+    grid_strides = np.cumprod((1,) + valid[:0:-1])[::-1]
+    reach = int(sum((k - 1) * g for k, g in zip(block, grid_strides)))
+    for lag in range(1, len(seeds)):
+        later = np.nonzero(seeds[lag:] - seeds[:-lag] <= reach)[0] + lag
+        if later.size == 0:
+            break
+        earlier = later - lag
+        overlap = slab[later] == slab[earlier]
+        for coordinate, k in zip(position, block):
+            overlap &= np.abs(coordinate[later] - coordinate[earlier]) < k
+        later, earlier = later[overlap], earlier[overlap]
+        inside = np.ones((later.size,) + (1,) * len(block), dtype=bool)
+        for d, (coordinate, k) in enumerate(zip(position, block)):
+            unit = coordinate[later, None] + np.arange(k) - coordinate[earlier, None]  # in the earlier block?
+            shape = [later.size] + [1] * len(block)
+            shape[d + 1] = k
+            inside = inside & ((unit >= 0) & (unit < k)).reshape(shape)
+        repeated[later] |= inside.reshape(later.size, units.shape[1])
+    return units[~repeated], start
 
 
 class BlockDraw(NamedTuple):
-    """One block-mask draw. ``mask`` is 1 = kept, shape ``(N, C or 1, *spatial)``, ``x``'s dtype and layout;
-    ``seeds`` (only when asked) marks the seed centres; ``sparse`` tells which sampler drew it."""
+    """One block-mask draw for a mask of ``shape`` ``(N, C or 1, *spatial)`` in ``x``'s memory format.
 
-    mask: torch.Tensor
+    The dense sampler gives ``keep``, a bool map (True = kept); the sparse one gives ``dropped``, the
+    storage offsets of the dropped units, each once, so the mask is built by one fill and one scatter.
+    ``seeds`` (only when asked, ``x``'s dtype) marks the seed centres.
+    """
+
+    shape: tuple[int, ...]
+    keep: torch.Tensor | None
+    dropped: torch.Tensor | None
     seeds: torch.Tensor | None
-    sparse: bool
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -150,8 +207,8 @@ def _dense(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDr
         seeds = torch.bernoulli(gamma.to(work_dtype).expand(seed_shape), generator=generator)
     else:
         seeds = torch.empty(seed_shape, dtype=work_dtype, device=x.device).bernoulli_(gamma, generator=generator)
-    mask, seed_map = expand_seed_map(seeds, block, x, with_seeds)
-    return BlockDraw(mask, seed_map, sparse=False)
+    keep, seed_map = expand_seed_map(seeds, block, x, with_seeds)
+    return BlockDraw(mask_shape, keep, None, seed_map)
 
 
 def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor,
@@ -161,7 +218,7 @@ def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor
     pad = [p for k in reversed(block) for p in (k - 1, k - 1)]
     pool = F.max_pool2d if len(block) == 2 else F.max_pool3d
     dropped = pool(F.pad(seeds, pad), kernel_size=block, stride=1)
-    mask = (1 - dropped).to(x.dtype).contiguous(memory_format=_memory_format(x))
+    mask = (dropped == 0).contiguous(memory_format=_memory_format(x))
     if not with_seeds:
         return mask, None
     # Block start v -> centre v + k // 2; the remaining (k - 1) // 2 rows/cols after the last centre.
@@ -171,45 +228,61 @@ def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor
 
 def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDraw:
     total = mask_shape[0] * mask_shape[1] * math.prod(valid)
-    count = int(torch.binomial(torch.tensor([float(total)], dtype=torch.float64),
-                               torch.tensor([gamma], dtype=torch.float64), generator=generator).item())
-    seeds = uniform_subset(total, count, generator, x.device)
-    mask, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds)
-    return BlockDraw(mask, seed_map, sparse=True)
+    seeds = bernoulli_positions(total, gamma, generator, x.device)
+    dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds)
+    return BlockDraw(mask_shape, None, dropped, seed_map)
 
 
-def expand_seed_index(seeds: torch.Tensor, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,
+def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,
                       with_seeds: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keep-mask from the flat indices of block starts on the valid grid (N, C, *valid), by one scatter."""
-    mask = torch.empty(mask_shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x)).fill_(1)
-    valid = _valid_shape(tuple(mask_shape[2:]), block)
-    # Storage offset of each block's first unit, then of every unit of the block.
-    strides = mask.stride()
-    offset = torch.zeros_like(seeds)
-    rest = seeds
-    for size, stride in zip(reversed(valid), reversed(strides[2:])):
-        offset += (rest % size) * stride
-        rest = rest // size
-    offset += (rest % mask_shape[1]) * strides[1] + (rest // mask_shape[1]) * strides[0]
-    template = torch.zeros((), dtype=torch.long, device=x.device)
-    for k, stride in zip(block, strides[2:]):
-        template = template.unsqueeze(-1) + torch.arange(k, device=x.device) * stride
-    dropped = (offset.unsqueeze(-1) + template.reshape(1, -1)).reshape(-1)
-    mask.as_strided((mask.numel(),), (1,))[dropped] = 0
+    """Storage offsets of the dropped units (each once) of a mask of ``mask_shape`` in ``x``'s memory
+    format, from the sorted flat indices of block starts on the valid grid (N, C, *valid); and, if asked,
+    the seed-centre map."""
+    strides = torch.empty(mask_shape, device="meta").contiguous(memory_format=_memory_format(x)).stride()
+    units, starts = block_offsets(np.asarray(seeds, dtype=np.int64), mask_shape, strides, block)
+    dropped = torch.from_numpy(units).to(x.device)
     if not with_seeds:
-        return mask, None
-    seed_map = torch.zeros_like(mask)
+        return dropped, None
+    seed_map = _filled(mask_shape, x, 0.0)
     centre = sum((k // 2) * stride for k, stride in zip(block, strides[2:]))
-    seed_map.as_strided((mask.numel(),), (1,))[offset + centre] = 1
-    return mask, seed_map
+    _storage(seed_map).index_fill_(0, torch.from_numpy(starts + centre).to(x.device), 1.0)
+    return dropped, seed_map
 
 
-def scale_in_place(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn a 0/1 keep-mask into ``mask / kept_fraction`` in place and return it with that scale.
+def _filled(shape: tuple[int, ...], x: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
+    return torch.empty(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=_memory_format(x)).fill_(value)
+
+
+def _storage(mask: torch.Tensor) -> torch.Tensor:
+    """A dense tensor's storage as a 1-D view (its units in memory order)."""
+    return mask.as_strided((mask.numel(),), (1,))
+
+
+def keep_mask(draw: BlockDraw, x: torch.Tensor) -> torch.Tensor:
+    """The draw's 0/1 keep-mask (1 = kept) in ``x``'s dtype and memory format."""
+    if draw.keep is not None:
+        return draw.keep.to(x.dtype)
+    mask = _filled(draw.shape, x, 1.0)
+    _storage(mask).index_fill_(0, draw.dropped, 0.0)
+    return mask
+
+
+def scaled_mask(draw: BlockDraw, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``keep / kept_fraction`` in ``x``'s dtype, built in one pass, and that scale (0-dim float32 tensor).
 
     Renormalising by the kept fraction of the whole tensor is the paper's rule; when nothing is kept the
-    mask stays 0 (the scale is guarded against division by zero). No host synchronisation.
+    result is 0 (the scale is guarded against division by zero).
     """
-    kept = torch.count_nonzero(mask).clamp_min(1)
-    scale = mask.numel() / kept
-    return mask.mul_(scale), scale
+    if draw.keep is not None:
+        return scale_keep(draw.keep, x.dtype)
+    numel = math.prod(draw.shape)
+    scale = torch.tensor(numel / max(numel - draw.dropped.numel(), 1), device=x.device)
+    mask = _filled(draw.shape, x, scale)
+    _storage(mask).index_fill_(0, draw.dropped, 0.0)
+    return mask, scale
+
+
+def scale_keep(keep: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`scaled_mask` from a bool keep-map, counting on the device (no host synchronisation)."""
+    scale = keep.numel() / torch.count_nonzero(keep).clamp_min(1)
+    return torch.where(keep, scale.to(dtype), torch.zeros((), dtype=dtype, device=keep.device)), scale

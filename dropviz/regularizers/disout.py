@@ -10,6 +10,21 @@ from ._checks import check_block_size, check_drop_prob, check_nonnegative, check
 from .base import Regularizer
 
 
+def _std(x: torch.Tensor) -> torch.Tensor:
+    """Unbiased standard deviation of all of ``x`` from a sum and a dot product: two fast passes, far cheaper
+    on CPU than Welford's ``torch.std``; falls back to it when the mean dominates and the difference of
+    moments would lose precision."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        x = x.permute(0, 2, 3, 1)  # the same values in storage order: reshape below stays a view
+    flat = x.reshape(-1).float()
+    n = flat.numel()
+    mean = flat.sum(dtype=torch.float64) / n
+    mean_square = torch.dot(flat, flat).double() / n
+    if n < 2 or mean * mean > 1e3 * (mean_square - mean * mean):
+        return flat.std()
+    return ((mean_square - mean * mean) * n / (n - 1)).sqrt().float()
+
+
 class _ReplaceDropped(torch.autograd.Function):
     """``out = x * scaled_mask`` with ``values`` written at the dropped storage offsets; the gradient is
     ``grad * scaled_mask`` (the distortion is a constant), so only the mask is saved."""
@@ -18,7 +33,7 @@ class _ReplaceDropped(torch.autograd.Function):
     def forward(ctx, x, scaled_mask, offsets, values):
         out = torch.empty_like(scaled_mask)
         torch.mul(x, scaled_mask, out=out)
-        out.as_strided((out.numel(),), (1,))[offsets] = values
+        out.as_strided((out.numel(),), (1,)).index_copy_(0, offsets, values)  # offsets are distinct
         ctx.save_for_backward(scaled_mask)
         return out
 
@@ -53,11 +68,12 @@ class Disout(Regularizer):
         self.weight_behind: torch.Tensor | None = None
 
     def distortion_std(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Per-channel standard deviation of the distortion, shape ``(C,)``, float32."""
-        std = x.detach().float().std()
+        """Standard deviation of the distortion, float32: per channel ``(C,)`` with ``weight_behind``, else
+        one value ``(1,)``."""
+        std = _std(x.detach())
         weight = self.weight_behind
         if weight is None or weight.numel() == 0:
-            return (self.alpha * 0.01 * std).expand(x.shape[1])
+            return (self.alpha * 0.01 * std).reshape(1)
         weight = weight.detach().float()
         if weight.dim() != 4 or weight.shape[1] != x.shape[1]:
             raise ValueError(f"weight_behind must be a conv weight (out, {x.shape[1]}, kh, kw), "
@@ -73,24 +89,27 @@ class Disout(Regularizer):
         check_rank(x, (4,), "(N, C, H, W)")
         draw = F_.drop_block_draw(x, self.drop_prob, self.block_size, False, generator, self.exact_rate,
                                   with_seeds=explain)
-        keep = draw.mask.clone() if explain else None
         sigma = self.distortion_std(x, generator)
-        scaled, scale = _blocks.scale_in_place(draw.mask)
-        if draw.sparse:
-            # Sparse draw: noise only where units are dropped, written in one pass over the output.
-            flat = scaled.as_strided((scaled.numel(),), (1,))
-            offsets = torch.nonzero(flat == 0).squeeze(1)
-            channel = (offsets // scaled.stride(1)) % x.shape[1]
-            noise = torch.randn(offsets.shape, generator=generator, device=x.device)
-            values = (noise * (sigma[channel] * scale)).to(x.dtype)
-            out = _ReplaceDropped.apply(x, scaled, offsets, values)
+        if draw.dropped is not None:
+            # Noise only at the dropped units (each listed once, so the write is deterministic), written
+            # into the output in the same pass as the multiply.
+            scaled, scale = _blocks.scaled_mask(draw, x)
+            noise = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
+            if sigma.numel() == 1:
+                values = (noise * (sigma * scale)).to(x.dtype)
+            else:
+                channel = (draw.dropped // scaled.stride(1)) % x.shape[1]
+                values = (noise * (sigma[channel] * scale)).to(x.dtype)
+            out = _ReplaceDropped.apply(x, scaled, draw.dropped, values)
         else:
+            scaled, scale = _blocks.scaled_mask(draw, x)
             noise = torch.randn(x.shape, generator=generator, device=x.device)
-            dropped = scaled == 0
-            distortion = (noise * sigma.view(1, -1, 1, 1)).to(x.dtype) * dropped
+            distortion = (noise * sigma.view(1, -1, 1, 1).expand(1, x.shape[1], 1, 1)).to(x.dtype) \
+                * draw.keep.logical_not()
             out = x * scaled + distortion * scale.to(x.dtype)
         if not explain:
             return {"output": out}
+        keep = _blocks.keep_mask(draw, x)
         distortion = (out.detach() / scale.to(x.dtype)) * (1 - keep)
         return {"input": x, "seeds": draw.seeds, "mask": keep, "distortion": distortion, "output": out}
 

@@ -28,11 +28,11 @@ class _DropBlockNd(Regularizer):
     def stages(self, x, generator, explain):
         check_rank(x, (self._rank,), self._layout)
         draw = self._draw(x, generator, explain)
-        keep = draw.mask.clone() if explain else None
-        scaled, _ = _blocks.scale_in_place(draw.mask)
+        scaled, _ = _blocks.scaled_mask(draw, x)
         out = x * scaled  # autograd keeps only the scaled mask: backward is one multiply too
         if not explain:
             return {"output": out}
+        keep = _blocks.keep_mask(draw, x)
         return {"input": x, "seeds": draw.seeds.expand_as(x), "mask": keep.expand_as(x), "output": out}
 
     def extra_repr(self) -> str:

@@ -124,13 +124,12 @@ class DropCluster(Regularizer):
         labels = self._labels_for(x)
         mask, kept_clusters = F_.cluster_draw(labels, self.n_clusters, x.shape[0], self.drop_prob, generator,
                                               x.dtype)
-        keep = mask.clone() if explain else None
-        scaled, _ = _blocks.scale_in_place(mask)
+        scaled, _ = _blocks.scale_keep(mask != 0, x.dtype)
         out = x * scaled
         if not explain:
             return {"output": out}
         return {"input": x, "clusters": labels.expand(x.shape[0], -1, -1, -1),
-                "dropped_clusters": 1 - kept_clusters, "mask": keep, "output": out}
+                "dropped_clusters": 1 - kept_clusters, "mask": mask, "output": out}
 
     def extra_repr(self) -> str:
         return (f"drop_prob={self.drop_prob}, n_clusters={self.n_clusters}, refit_every={self.refit_every}, "

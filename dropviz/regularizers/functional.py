@@ -39,7 +39,8 @@ def drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int, share_ch
     formula (which under-drops where blocks overlap). ``sampler`` picks ``"sparse"`` or ``"dense"`` seed
     drawing (same distribution; ``"auto"`` picks the faster one).
     """
-    return drop_block_draw(x, drop_prob, block_size, share_channels, generator, exact_rate, sampler).mask
+    return _blocks.keep_mask(drop_block_draw(x, drop_prob, block_size, share_channels, generator, exact_rate,
+                                             sampler), x)
 
 
 def drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int, share_channels: bool = False,
@@ -78,7 +79,7 @@ def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
                          generator: torch.Generator | None = None, exact_rate: bool = True) -> torch.Tensor:
     """ProbDropBlock keep-mask (Zhao et al. 2022): seeds with salience-proportional probability
     (:func:`salience_seed_rate`), then DropBlock's block expansion; shape of ``x``."""
-    return prob_drop_block_draw(x, drop_prob, block_size, generator, exact_rate).mask
+    return _blocks.keep_mask(prob_drop_block_draw(x, drop_prob, block_size, generator, exact_rate), x)
 
 
 def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,

@@ -108,8 +108,9 @@ def test_single_seed_gives_the_documented_block(k, expander):
     for start in [(0, 0), (valid[0] - 1, valid[1] - 1), (2, 1)]:
         centre = (start[0] + k // 2, start[1] + k // 2)
         if expander == "index":
-            index = torch.tensor([start[0] * valid[1] + start[1]])
-            mask, seeds = _blocks.expand_seed_index(index, (1, 1, h, w), (k, k), x, with_seeds=True)
+            index = [start[0] * valid[1] + start[1]]
+            dropped, seeds = _blocks.expand_seed_index(index, (1, 1, h, w), (k, k), x, with_seeds=True)
+            mask = _blocks.keep_mask(_blocks.BlockDraw((1, 1, h, w), None, dropped, None), x)
         else:
             seed_map = torch.zeros(1, 1, *valid)
             seed_map[0, 0, start[0], start[1]] = 1
@@ -118,7 +119,7 @@ def test_single_seed_gives_the_documented_block(k, expander):
         rows, cols = block_rows(centre[0], k), block_rows(centre[1], k)
         assert rows.start >= 0 and rows.stop <= h and cols.start >= 0 and cols.stop <= w
         expected[rows.start:rows.stop, cols.start:cols.stop] = 0
-        assert torch.equal(mask[0, 0], expected), (k, start)
+        assert torch.equal(mask[0, 0].float(), expected), (k, start)
         assert seeds[0, 0].nonzero().tolist() == [list(centre)]
 
 
@@ -141,7 +142,7 @@ def test_mask_is_the_union_of_blocks_inside_the_map(hwk, sampler):
     block = _blocks.clip_block((h, w), k)
     draw = _blocks.draw_block_mask(x, 0.05, block, False, torch.Generator().manual_seed(k), sampler, True)
     assert draw.seeds.sum() > 0
-    assert torch.equal(draw.mask, reference_mask(draw.seeds, *block))
+    assert torch.equal(_blocks.keep_mask(draw, x), reference_mask(draw.seeds, *block))
 
 
 def test_3d_single_seed_block():
@@ -150,11 +151,12 @@ def test_3d_single_seed_block():
         seed_map = torch.zeros(1, 1, 6 - k + 1, 7 - k + 1, 8 - k + 1)
         seed_map[0, 0, 1, 2, 3] = 1
         index = seed_map.flatten().nonzero().flatten()
-        for mask, _ in (_blocks.expand_seed_map(seed_map, (k, k, k), x, False),
-                        _blocks.expand_seed_index(index, (1, 1, 6, 7, 8), (k, k, k), x, False)):
+        by_index = _blocks.BlockDraw(x.shape, None, _blocks.expand_seed_index(index, x.shape, (k,) * 3, x, False)[0],
+                                     None)
+        for mask in (_blocks.expand_seed_map(seed_map, (k, k, k), x, False)[0], _blocks.keep_mask(by_index, x)):
             expected = torch.ones(6, 7, 8)
             expected[1:1 + k, 2:2 + k, 3:3 + k] = 0
-            assert torch.equal(mask[0, 0], expected)
+            assert torch.equal(mask[0, 0].float(), expected)
 
 
 def test_samplers_agree_on_the_same_seeds():
@@ -163,8 +165,11 @@ def test_samplers_agree_on_the_same_seeds():
     seed_map = (torch.rand(3, 5, *valid, generator=torch.Generator().manual_seed(1)) < 0.1).float()
     index = seed_map.flatten().nonzero().flatten()
     by_map, seeds_a = _blocks.expand_seed_map(seed_map, (4, 4), x, True)
-    by_index, seeds_b = _blocks.expand_seed_index(index, (3, 5, 12, 10), (4, 4), x, True)
-    assert torch.equal(by_map, by_index) and torch.equal(seeds_a, seeds_b)
+    dropped, seeds_b = _blocks.expand_seed_index(index, (3, 5, 12, 10), (4, 4), x, True)
+    by_index = _blocks.keep_mask(_blocks.BlockDraw(x.shape, None, dropped, None), x)
+    assert torch.equal(by_map.float(), by_index) and torch.equal(seeds_a, seeds_b)
+    # every dropped unit is listed exactly once (blocks overlap here)
+    assert torch.equal(dropped.sort().values, (by_index == 0).flatten().nonzero().flatten())
 
 
 @pytest.mark.parametrize("sampler", ["sparse", "dense"])
@@ -178,17 +183,25 @@ def test_determinism_with_generator(sampler):
     assert not torch.equal(draw(5), draw(6))
 
 
-def test_uniform_subset_is_exact_and_uniform():
+def test_sparse_bernoulli_positions_have_the_bernoulli_law():
+    """Positions from geometric gaps vs i.i.d. Bernoulli(0.3) on 10 positions: each position's hit count over
+    20000 draws is Binomial(20000, 0.3) (SD 65), the total per draw Binomial(10, 0.3); allow 5 SD. Repeated
+    positions or an off-by-one in the gaps would shift these by far more."""
     generator = torch.Generator().manual_seed(0)
-    # Exact size and distinctness, even when collisions are frequent.
-    subset = _blocks.uniform_subset(50, 40, generator, torch.device("cpu"))
-    assert subset.numel() == 40 and subset.unique().numel() == 40 and 0 <= subset.min() and subset.max() < 50
-    # Uniformity: each of 10 positions is in a 3-subset with probability 0.3; 20000 draws -> counts have
-    # binomial SD sqrt(20000 * 0.3 * 0.7) = 65; allow 5 SD.
     hits = torch.zeros(10)
+    sizes = []
     for _ in range(20000):
-        hits[_blocks.uniform_subset(10, 3, generator, torch.device("cpu"))] += 1
+        positions = torch.from_numpy(_blocks.bernoulli_positions(10, 0.3, generator, torch.device("cpu")))
+        assert positions.unique().numel() == positions.numel()
+        assert positions.numel() == 0 or (0 <= positions.min() and positions.max() < 10)
+        hits[positions] += 1
+        sizes.append(positions.numel())
     assert (hits - 6000).abs().max() <= 5 * math.sqrt(20000 * 0.3 * 0.7)
+    # The count per draw is Binomial(10, 0.3): mean 3, variance 2.1, fourth central moment
+    # npq(1 + 3(n-2)pq) = 12.684, so the sample variance has SD sqrt((12.684 - 2.1^2) / 20000) = 0.020.
+    sizes = torch.tensor(sizes, dtype=torch.float64)
+    assert abs(sizes.mean().item() - 3.0) <= 5 * math.sqrt(2.1 / 20000)
+    assert abs(sizes.var().item() - 2.1) <= 5 * math.sqrt((12.684 - 2.1 ** 2) / 20000)
 
 
 def test_seed_rate_reduces_to_the_paper_formula_without_overlap():
