@@ -1,0 +1,65 @@
+"""The Training page in headless chromium: launch a tiny run and watch its curve appear and grow."""
+from __future__ import annotations
+
+import pytest
+
+from dropviz.train import RunsDB
+
+pytestmark = pytest.mark.browser
+
+EXCEPTION = '[data-testid="stException"]'
+# Points drawn per trace, read from the plotly graph div the chart renders into.
+POINTS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
+    .flatMap(div => (div.data || []).map(trace => (trace.x || []).length))"""
+
+
+def choose(page, label: str, option: str) -> None:
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).locator("input")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_launch_a_tiny_run_and_watch_its_curve_grow(app_server, page, screenshot, wait_for_app):
+    app_server.open(page, "training")
+    form = page.locator('[data-testid="stExpander"] details').filter(has_text="Launch a run").first
+    form.wait_for()
+    if form.get_attribute("open") is None:  # collapsed when other tests left runs behind
+        form.locator("summary").click()
+    choose(page, "Dataset", "digits")
+    wait_for_app(page)
+    choose(page, "Regularizer", "DropBlock")
+    wait_for_app(page)
+    set_number(page, "Epochs", 3)
+    wait_for_app(page)
+    set_number(page, "Training images", 0)  # all 1,438 digits: 11 steps of 128 per epoch, a few seconds each
+    wait_for_app(page)
+    screenshot(page, "training-form")
+    page.get_by_role("button", name="Launch run").click()
+    wait_for_app(page)
+    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).all_inner_texts()
+
+    seen = []  # total points drawn, as the page's 2-second refresh redraws the chart
+    for _ in range(300):
+        points = sum(page.evaluate(POINTS))
+        if not seen or points != seen[-1]:
+            seen.append(points)
+        runs = RunsDB(app_server.runs_dir).runs()
+        if runs and runs[0]["status"] in ("finished", "failed", "cancelled"):
+            break
+        page.wait_for_timeout(500)
+    assert runs[0]["status"] == "finished", (runs[0]["error"], app_server.log_tail())
+    page.get_by_text("(finished)").first.wait_for(timeout=30_000)  # the run picker shows the final status
+    wait_for_app(page)
+    seen.append(sum(page.evaluate(POINTS)))
+    drawn = [n for n in seen if n > 0]
+    assert drawn and drawn[0] < drawn[-1], seen  # the curve appeared while the run ran, then grew
+    assert "DropBlock" in page.locator('[data-testid="stMain"]').inner_text() or "dropblock" in \
+        page.locator('[data-testid="stMain"]').inner_text()
+    assert page.locator(EXCEPTION).count() == 0
+    page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed()
+    screenshot(page, "training-finished")
