@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dropviz.lecture import CHAPTERS, CONTROLS, HIDE_FLAGS, parse_control, parse_view, view_query
+from dropviz.ui.controls import param_widget, seed_control
 
 PRESENTER_CSS = """
 <style>
@@ -101,11 +102,11 @@ for name, control in CONTROLS.items():
         st.warning(note)
 if "controls" not in view.hide and chapter.controls:
     for column, name in zip(st.columns(len(chapter.controls)), chapter.controls):
-        control = CONTROLS[name]
         with column:
-            params[name] = st.slider(control.label, control.kind(control.min), control.kind(control.max),
-                                     control.default, control.kind(control.step), key=name,
-                                     bind="query-params", help=control.help)
+            if name == "seed":
+                params[name] = seed_control(key="")
+            else:
+                params[name] = param_widget(CONTROLS[name], key="")
 
 with figure_area:
     used = tuple((name, params[name]) for name in chapter.controls)

@@ -33,7 +33,7 @@ CONTROLS: dict[str, Param] = {param.name: param for param in (
     Param("alpha", "alpha", float, 5.0, 0.0, 10.0, 0.5, "Disout: strength of the distortion."),
     Param("n_clusters", "clusters", int, 8, 2, 16, 1, "DropCluster: clusters per channel."),
     Param("n_samples", "samples M", int, 4, 1, 8, 1, "Multi-Sample Dropout: masks per step."),
-    Param("seed", "seed", int, 0, 0, 9999, 1, "Same seed, same masks: a shared link shows the same picture."),
+    Param("seed", "seed", int, 0, 0, 2**31 - 1, 1, "Same seed, same masks: a shared link shows the same picture."),
 )}
 
 

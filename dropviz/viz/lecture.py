@@ -24,10 +24,14 @@ HIGHLIGHT = "#2563eb"
 MASK_COLORS = [[0.0, ACCENT], [1.0, "#f5f5f4"]]
 
 
+def title_layout(text: str) -> dict:
+    """A figure title at presenter size; animation frames pass the whole dict, or plotly drops the font."""
+    return {"text": text, "x": 0.0, "xanchor": "left", "font": {"size": TITLE_SIZE, "weight": "bold"}}
+
+
 def presenter_layout(fig: go.Figure, title: str | None = None, height: int = 380) -> go.Figure:
     fig.update_layout(
-        title=None if title is None else {"text": title, "x": 0.0, "xanchor": "left",
-                                          "font": {"size": TITLE_SIZE}},
+        title=None if title is None else title_layout(title),
         font={"size": FONT_SIZE}, height=height, margin={"l": 40, "r": 20, "t": 80, "b": 40},
         template="plotly_white", uirevision="lecture", legend_font_size=16,
     )
@@ -60,7 +64,7 @@ def _presenter_grid(fig: go.Figure, title: str | None) -> go.Figure:
     fig.update_layout(font={"size": FONT_SIZE}, margin={"l": 8, "r": 8, "t": 60 if title else 30, "b": 8},
                       height=fig.layout.height + 30, uirevision="lecture")
     if title:
-        fig.update_layout(title_font_size=TITLE_SIZE)
+        fig.update_layout(title=title_layout(title))
     return fig
 
 
@@ -84,7 +88,7 @@ def map_sweep(frames: Sequence[tuple[str, Sequence[Panel], str]], slider_label: 
     fig.frames = [
         go.Frame(name=label, traces=list(range(count)),
                  data=[go.Image(source=png_uri(panel.pixels)) for panel in panels],
-                 layout={"title": {"text": caption}})
+                 layout={"title": title_layout(caption)})
         for label, panels, caption in frames
     ]
     _add_player(fig, [label for label, _, _ in frames], slider_label, start)
@@ -183,7 +187,7 @@ def schedule_sweep(training_steps: Sequence[int], drop_probs: Sequence[float], m
     labels = [str(training_steps[index]) for index in frame_indices]
     fig.frames = [
         go.Frame(name=label, traces=[1, 2], data=[marker(index), go.Image(source=png_uri(mask.pixels))],
-                 layout={"title": {"text": f"{title}: step {label}, drop_prob = {drop_probs[index]:.3f}"}})
+                 layout={"title": title_layout(f"{title}: step {label}, drop_prob = {drop_probs[index]:.3f}")})
         for label, index, mask in zip(labels, frame_indices, masks)
     ]
     span = training_steps[-1] - training_steps[0]
@@ -265,7 +269,7 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
     fig.update_xaxes(title_text="column", range=[lo - 0.5, hi + 0.5], row=1, col=2)
     fig.update_yaxes(range=[-bound, bound], row=1, col=2)
     fig.frames = [go.Frame(name=label, traces=[1, 3], data=[output_line(profiles[label], 1), output_line(profiles[label], 2)],
-                           layout={"title": {"text": f"{title} = {label}"}})
+                           layout={"title": title_layout(f"{title} = {label}")})
                   for label in labels]
     fig.update_layout(legend={"orientation": "h", "y": 1.08, "yanchor": "bottom", "x": 1.0, "xanchor": "right"})
     presenter_layout(fig, f"{title} = {labels[start]}", height=340)

@@ -57,7 +57,8 @@ def test_a_link_restores_chapter_step_and_parameters(lecture_env):
     at = open_lecture(chapter="disout", step="2", alpha="2.5", block_size="5", seed="7")
     assert where(at) == ("4. Disout: distort instead of dropping", "Step 2 of 3: Distortion in the blocks")
     sliders = {slider.key: slider.value for slider in at.slider}
-    assert sliders == {"drop_prob": 0.2, "block_size": 5, "alpha": 2.5, "seed": 7}
+    assert sliders == {"drop_prob": 0.2, "block_size": 5, "alpha": 2.5}
+    assert at.number_input(key="seed").value == 7
     assert figure_title(at).startswith("alpha = 2.5:")
 
 
@@ -86,14 +87,14 @@ def test_hide_sidebar_hides_the_table_of_contents_and_link_builder(lecture_env):
 
 def test_hide_controls_removes_the_sliders_but_keeps_the_links_values(lecture_env):
     at = open_lecture(chapter="dropblock", step="1", block_size="5", hide="controls")
-    assert not at.slider
+    assert not at.slider and not at.number_input
     assert figure_title(at).startswith("b = 5:")
     assert at.button(key="next")  # stepping still works
 
 
 def test_hide_nav_removes_the_step_buttons(lecture_env):
     at = open_lecture(chapter="dropblock", step="2", hide="nav,sidebar")
-    assert not at.button
+    assert {button.key for button in at.button} == {"resample"}  # the seed's, among the controls
     assert at.slider and where(at)[1].startswith("Step 2 of")
 
 

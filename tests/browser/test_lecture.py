@@ -44,3 +44,18 @@ def test_default_view_tells_the_story_with_the_table_of_contents(app_server, pag
         assert f"{number}. {c.title}" in sidebar.inner_text()
     assert page.locator(EXCEPTION).count() == 0
     screenshot(page, "lecture-default")
+
+
+def test_play_runs_the_sweep_in_the_browser_without_the_server(app_server, page, screenshot):
+    app_server.open(page, "lecture?chapter=dropblock&step=5&hide=sidebar,controls")
+    page.wait_for_selector(FIGURE)
+    first = page.locator(f"{FIGURE} .gtitle").text_content()  # SVG text: text_content, not inner_text
+    assert first.startswith("b = 7:")  # the still view shows the slider's setting
+    page.locator(".updatemenu-button").first.click()  # ▶ Play
+    page.wait_for_function(
+        "first => document.querySelector('[data-testid=\"stPlotlyChart\"] .gtitle').textContent !== first",
+        arg=first, timeout=10_000)
+    # plotly.js played the frames: Streamlit never started a script run for it.
+    assert page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').count() == 1
+    assert page.locator('[data-testid="stStatusWidget"]').count() == 0
+    screenshot(page, "lecture-dropblock-playing")
