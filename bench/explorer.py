@@ -6,6 +6,7 @@ A "parameter change" is a new seed (nothing cached can be reused): the draw (``e
 (PNG panels), its numbers and the JSON that ``st.plotly_chart`` sends. The input tensor is cached in the
 app, so it is built once here too. Prints the median of ``--repeats`` runs and the ratio to a plain
 ``F.dropout`` on the same tensor. Goals on this CPU: one method < 50 ms, the whole grid < 300 ms.
+The machine is shared: the best of the runs is printed too (what an idle CPU gives).
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from dropviz.viz import explain, figures
 ONE_METHOD_GOAL_MS, GRID_GOAL_MS = 50.0, 300.0
 
 
-def median_ms(fn: Callable[[int], object], repeats: int, warmup: int = 2) -> float:
+def timed_ms(fn: Callable[[int], object], repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """(median, best) milliseconds of ``fn(seed)`` over ``repeats`` new seeds. The best run shows the cost
+    on an idle CPU when the machine is shared; the median what a user sees now."""
     for seed in range(warmup):
         fn(seed)
     times = []
@@ -33,7 +36,7 @@ def median_ms(fn: Callable[[int], object], repeats: int, warmup: int = 2) -> flo
         start = time.perf_counter()
         fn(seed)
         times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(times), 1e3 * min(times)
 
 
 def main() -> None:
@@ -46,14 +49,15 @@ def main() -> None:
     x = to_feature_map(load_sample("astronaut"), args.side)
     params = {"drop_prob": args.drop_prob}
     print(f"input {tuple(x.shape)}, drop_prob {args.drop_prob}, other parameters at their defaults; "
-          f"{torch.get_num_threads()} threads; median of {args.repeats}")
+          f"{torch.get_num_threads()} threads; {args.repeats} runs each")
 
     def dropout(seed: int) -> torch.Tensor:
         torch.manual_seed(seed)
         return F.dropout(x, args.drop_prob, training=True)
 
-    base = median_ms(dropout, max(args.repeats, 50))
-    print(f"{'F.dropout (peer)':34s} {base:9.3f} ms   1.0x")
+    base, base_best = timed_ms(dropout, max(args.repeats, 50))
+    print(f"{'':34s} {'median':>10s} {'best':>10s}   median vs F.dropout")
+    print(f"{'F.dropout (peer)':34s} {base:7.3f} ms {base_best:7.3f} ms   1.0x")
 
     def one(name: str) -> Callable[[int], str]:
         def run(seed: int) -> str:
@@ -62,11 +66,11 @@ def main() -> None:
             return pio.to_json(figures.stage_row(stages), validate=False)
         return run
 
-    worst = 0.0
+    slowest = 0.0
     for name, spec in REGISTRY.items():
-        ms = median_ms(one(name), args.repeats)
-        worst = max(worst, ms)
-        print(f"{'Explorer: ' + spec.display_name:34s} {ms:9.3f} ms {ms / base:7.0f}x")
+        ms, best = timed_ms(one(name), args.repeats)
+        slowest = max(slowest, ms)
+        print(f"{'Explorer: ' + spec.display_name:34s} {ms:7.1f} ms {best:7.1f} ms {ms / base:6.0f}x")
 
     names = list(REGISTRY)
 
@@ -75,11 +79,11 @@ def main() -> None:
         explain.comparison_rows(names, results, params)
         return pio.to_json(figures.comparison_grid(results), validate=False)
 
-    grid_ms = median_ms(grid, args.repeats)
-    print(f"{'Compare: grid of all ' + str(len(names)):34s} {grid_ms:9.3f} ms {grid_ms / base:7.0f}x")
-    print(f"goals: one method < {ONE_METHOD_GOAL_MS:.0f} ms: {'met' if worst < ONE_METHOD_GOAL_MS else 'MISSED'} "
-          f"(slowest {worst:.1f} ms); grid < {GRID_GOAL_MS:.0f} ms: "
-          f"{'met' if grid_ms < GRID_GOAL_MS else 'MISSED'} ({grid_ms:.1f} ms)")
+    grid_ms, grid_best = timed_ms(grid, args.repeats)
+    print(f"{'Compare: grid of all ' + str(len(names)):34s} {grid_ms:7.1f} ms {grid_best:7.1f} ms {grid_ms / base:6.0f}x")
+    print(f"goals (median): one method < {ONE_METHOD_GOAL_MS:.0f} ms: "
+          f"{'met' if slowest < ONE_METHOD_GOAL_MS else 'MISSED'} (slowest {slowest:.1f} ms); "
+          f"grid < {GRID_GOAL_MS:.0f} ms: {'met' if grid_ms < GRID_GOAL_MS else 'MISSED'} ({grid_ms:.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ TEXTS: dict[str, MethodText] = {
         url="https://arxiv.org/abs/1603.09382"),
     "dropblock": MethodText(
         what="Drops contiguous $k \\times k$ squares, so a whole region of a feature map (an eye, a wheel) "
-             "disappears and the network must use other evidence. Seeds are sampled at valid centres with rate "
-             "$\\gamma$ and grown into blocks; the output is rescaled by the kept fraction.",
+             "disappears and the network must use other evidence. Seeds are drawn at valid centres with rate "
+             "$\\gamma$ and grown into blocks; the output is rescaled by the kept fraction. The paper's "
+             "$\\gamma$ counts overlapping blocks twice and under-drops; dropviz solves for the $\\gamma$ "
+             "whose expected dropped fraction is exactly $p$ (the paper's formula is its first-order term).",
         formula=r"\gamma \approx \frac{p}{k^2}\,\frac{HW}{(H-k+1)(W-k+1)}, \quad "
                 r"M = 1 - \mathrm{maxpool}_{k}(\mathrm{seeds}), \quad y = x \odot M \,\frac{|M|}{\sum M}",
         paper="Ghiasi, Lin, Le, DropBlock: A regularization method for convolutional networks, NeurIPS 2018",
@@ -45,20 +47,21 @@ TEXTS: dict[str, MethodText] = {
         paper="Zhao, Dada, Gao, Mullins, Revisiting Structured Dropout, ACML 2023 (PMLR 222)",
         url="https://arxiv.org/abs/2210.02570"),
     "disout": MethodText(
-        what="Instead of zeroing the selected blocks, Disout replaces them with a random distortion whose "
-             "size follows the feature map's own spread (strength $\\alpha$). The distortion is chosen to "
-             "lower the empirical Rademacher complexity of the layer, a bound on the generalisation gap.",
-        formula=r"y = x \odot M + (1 - M) \odot \varepsilon, \qquad "
-                r"\varepsilon \propto \alpha\, \sigma(x)\, \xi,\ \xi \text{ random}",
+        what="Uses DropBlock's mask, but instead of zeroing the selected blocks it replaces them with random "
+             "noise whose size follows the feature map's spread, strength $\\alpha$ (and, inside a network, the "
+             "weights of the next conv). Distorting rather than erasing lowers the empirical Rademacher "
+             "complexity of the layer, a bound on the generalisation gap.",
+        formula=r"y = \frac{x \odot M + (1 - M) \odot \varepsilon}{\sum M / |M|}, \qquad "
+                r"\varepsilon = \alpha\, w\, \sigma(x)\, \xi,\ \xi \sim \mathcal{N}(0, 1)",
         paper="Tang et al., Beyond Dropout: Feature Map Distortion to Regularize Deep Neural Networks, AAAI 2020",
         url="https://arxiv.org/abs/2002.11022"),
     "dropcluster": MethodText(
-        what="Groups the units of each channel into clusters of similar activation (k-means), then drops "
-             "whole clusters. The dropped regions follow the content (an object, a texture) instead of "
-             "fixed squares.",
-        formula=r"c(i) = \arg\min_j \| x_i - \mu_j \|, \quad "
-                r"M_i = 1 - d_{c(i)},\ d_j \sim \mathrm{Bernoulli}(p), \quad y = x \odot M \,\frac{|M|}{\sum M}",
-        paper="Chen, Gautier, Aydore, DropCluster: A structured dropout for convolutional networks, arXiv 2020",
+        what="Groups the positions of each channel into spatially connected clusters whose activations vary "
+             "together over recent samples (Ward agglomeration), then drops whole clusters. The dropped regions "
+             "follow the content instead of fixed squares. Until it has seen data, the clusters are a grid.",
+        formula=r"M_i = 1 - d_{c(i)},\quad d_j \sim \mathrm{Bernoulli}(p) \text{ per cluster } j, "
+                r"\quad y = x \odot M \,\frac{|M|}{\sum M}",
+        paper="Chen, Mordohai, Aydore, DropCluster: A structured dropout for convolutional networks, arXiv 2020",
         url="https://arxiv.org/abs/2002.02997"),
     "multisample": MethodText(
         what="Draws several dropout masks for the same input and averages what follows (in the paper: the "

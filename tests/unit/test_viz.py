@@ -128,3 +128,14 @@ def test_rejected_parameters_come_back_as_the_ops_message():
     assert results == {"Dropout": "drop_prob must be in [0, 1), got 1.5"}
     rows = explain.comparison_rows(["dropout"], results, {"drop_prob": 1.5, "block_size": 3})
     assert rows == [{"method": "Dropout", "parameters": "drop_prob=1.5", "error": results["Dropout"]}]
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_method_has_teaching_text_citing_its_paper(name):
+    from dropviz.viz.texts import TEXTS, method_text
+
+    spec = REGISTRY[name]
+    text = method_text(spec)
+    assert name in TEXTS and text.what and text.formula
+    assert text.formula.count("{") == text.formula.count("}")  # st.latex shows nothing for unbalanced TeX
+    assert spec.paper.split(",")[0].split()[0] in text.paper  # same first author as the registry
