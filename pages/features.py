@@ -34,7 +34,7 @@ def network(arch: str, weights: str, version: str = "") -> FeatureModel:
     if weights.startswith(RUN_PREFIX):
         return load_checkpoint_model(version.split("@")[0], name=weights.removeprefix(RUN_PREFIX))
     if weights.startswith(UPLOAD_PREFIX):
-        return load_checkpoint_model(version, arch=arch, name="the uploaded file")
+        return load_checkpoint_model(version, arch=arch, name="The uploaded file")
     return load_feature_model(arch, weights)
 
 
@@ -131,7 +131,7 @@ else:
 
 shapes = model.layer_shapes()
 layers = list(shapes)
-top = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
+top = st.columns([3, 3, 4, 2], vertical_alignment="bottom")
 layer = top[0].selectbox("Layer", layers, index=len(layers) // 2, key="layer", bind=URL,
                          help="Output of the stem or of a residual block, C x H x W:\n"
                               + "\n".join(f"- {n}: {shape_text(shapes[n])}" for n in layers))
@@ -175,7 +175,7 @@ if "clusters" in effect.stages:
     st.caption(f"Clusters fitted on this layer's activations of {1 + len(SAMPLES)} images (this one and the "
                "packaged photos); changing n_clusters refits them.")
 
-left, right = st.columns([3, 2], gap="large")
+left, right = st.columns(2, gap="large")
 with left:
     channel = st.selectbox("Channel to explain (most active first)", channels, key="channel", bind=URL)
     maps = {name: t[channel] for name, t in effect.stages.items() if t.dim() == 3}

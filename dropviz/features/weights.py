@@ -100,11 +100,11 @@ def read_checkpoint(path: str | os.PathLike, name: str | None = None) -> tuple[d
     except FileNotFoundError:
         raise WeightsError(f"{name}: no such file.") from None
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError... for bad files
-        if "Weights only load failed" in str(err):
+        if "allowed global" in str(err) or "Unsupported global" in str(err):
             raise WeightsError(f"{name} is refused: it holds Python objects, not just weights (tensors), "
                                "and loading it could run code.") from None
-        raise WeightsError(f"{name} is not a readable PyTorch checkpoint (truncated or damaged: "
-                           f"{type(err).__name__}).") from None
+        raise WeightsError(f"{name} is not a readable PyTorch checkpoint: it is truncated or damaged, or a "
+                           "plain pickle, which is never loaded since that could run code.") from None
     state = _find_state_dict(obj)
     if state is None:
         raise WeightsError(f"{name} holds no model weights (expected a state dict of tensors).")

@@ -162,13 +162,13 @@ def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.
     fig = go.Figure([
         go.Bar(name="clean", y=labels, x=[row.clean for row in rows], orientation="h", marker_color=CLEAN_COLOR,
                hovertemplate="%{y}: %{x:.3f}<extra>clean</extra>"),
-        go.Bar(name=f"regularized: mean of {n_draws} draws (whisker: min..max)", y=labels,
+        go.Bar(name=f"regularized: mean of {n_draws} draws, min..max", y=labels,
                x=[row.mean for row in rows], orientation="h", marker_color=REGULARIZED_COLOR,
                error_x=dict(type="data", symmetric=False, array=[row.high - row.mean for row in rows],
                             arrayminus=[row.mean - row.low for row in rows]),
                hovertemplate="%{y}: %{x:.3f}<extra>regularized mean</extra>"),
     ])
-    fig.update_layout(barmode="group", yaxis=dict(autorange="reversed"),
+    fig.update_layout(barmode="group", yaxis=dict(autorange="reversed", type="category"),  # "0".."9" stay labels
                       xaxis=dict(range=[0, 1], title="probability"),
                       title=dict(text=f"Top-5 classes<br><sup>top-1 unchanged in {agreement:.0%} of {n_draws} "
                                       "draws</sup>", x=0, xanchor="left"),
