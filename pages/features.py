@@ -10,10 +10,10 @@ import streamlit as st
 import torch
 
 from dropviz.data.images import SAMPLES, load_sample, to_feature_map
-from dropviz.features import ARCHITECTURES, IMAGENET, RANDOM, FeatureModel, WeightsError, compare_predictions
-from dropviz.features import load_feature_model, rank_channels
-from dropviz.features.extract import LayerEffect, fit_clusters, layer_effect, use_clusters
-from dropviz.features.weights import imagenet_weights_path, load_checkpoint_model, run_checkpoints
+from dropviz.features import (ARCHITECTURES, IMAGENET, RANDOM, FeatureModel, LayerEffect, WeightsError,
+                              compare_predictions, fit_clusters, layer_effect, load_checkpoint_model,
+                              load_feature_model, rank_channels, run_checkpoints, use_clusters)
+from dropviz.features.weights import imagenet_weights_path
 from dropviz.regularizers import REGISTRY
 from dropviz.train import default_runs_dir
 from dropviz.ui.controls import method_controls, method_select, seed_control, share_link
