@@ -6,6 +6,7 @@ import streamlit as st
 from dropviz.ui.controls import method_controls, method_select, seed_control, share_link
 from dropviz.ui.image_input import image_sidebar
 from dropviz.ui.panels import visualize_method_text, visualize_stages
+from dropviz.viz.explain import learns_structure
 
 st.title("Mask Explorer")
 
@@ -19,8 +20,12 @@ with top[1]:
 with top[2]:
     share_link()
 params = method_controls(spec, key="", columns=max(1, len(spec.params)))
+fit = learns_structure(spec) and st.toggle(
+    "Fit to this image", key="fit", bind="query-params",
+    help=f"{spec.display_name} learns its structure from activations; without data it uses a regular grid. "
+         "This fits it to the image itself (a few seconds at 128 px, once per image and setting).")
 
-visualize_stages(spec, params, x, seed, key="explorer_", image_id=picked.id)
+visualize_stages(spec, params, x, seed, key="explorer_", image_id=picked.id, fit=fit)
 st.caption(f"{picked.caption}, as a {' x '.join(map(str, x.shape))} feature map. "
            "Hover the figure and use its camera button to download it as PNG.")
 visualize_method_text(spec)

@@ -33,6 +33,18 @@ def cached_draw(name: str, params: tuple, image_id: str, seed: int, _x: torch.Te
     return explain.draw(REGISTRY[name], dict(params), _x, seed)
 
 
+@st.cache_resource(show_spinner="Fitting the method to this image (once per image and parameters)...",
+                   max_entries=8)
+def cached_fitted(name: str, params: tuple, image_id: str, _x: torch.Tensor) -> torch.nn.Module:
+    """The module fitted to the image; shared by sessions and only read afterwards (``explain`` is pure)."""
+    return explain.build(REGISTRY[name], dict(params), fit_on=_x)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_fitted_draw(name: str, params: tuple, image_id: str, seed: int, _x: torch.Tensor):
+    return explain.run(cached_fitted(name, params, image_id, _x), _x, seed)
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_draw_all(names: tuple[str, ...], params: tuple, image_id: str, seed: int, _x: torch.Tensor):
     return explain.draw_all(names, dict(params), _x, seed)
@@ -56,13 +68,15 @@ def _stats_metrics(stats: Mapping[str, Any]) -> None:
 
 
 def visualize_stages(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tensor, seed: int, *, key: str,
-                     image_id: str) -> dict[str, torch.Tensor] | None:
-    """The ``explain()`` stages of one method in one row, with the draw's numbers below.
+                     image_id: str, fit: bool = False) -> dict[str, torch.Tensor] | None:
+    """The ``explain()`` stages of one method in one row, with the draw's numbers below. With ``fit``, a
+    method that learns its structure (DropCluster) is first fitted to ``x`` itself.
 
     Returns the stages, or None when the op rejected the parameters (its message is shown instead).
     """
+    draw = cached_fitted_draw if fit else cached_draw
     try:
-        stages = cached_draw(spec.name, _frozen(params), f"{image_id}:{tuple(x.shape)}", seed, x)
+        stages = draw(spec.name, _frozen(params), f"{image_id}:{tuple(x.shape)}", seed, x)
     except ValueError as err:
         st.error(f"{spec.display_name} rejects these settings: {err}", icon=":material/error:")
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 import torch
+from torch import nn
 
 from dropviz.regularizers import REGISTRY, MethodSpec
 
@@ -20,14 +21,34 @@ def params_for(spec: MethodSpec, values: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if name in names}
 
 
+def learns_structure(spec: MethodSpec) -> bool:
+    """True for a method that fits its structure to data before dropping (DropCluster's clusters)."""
+    return callable(getattr(spec.cls, "fit", None))
+
+
+def build(spec: MethodSpec, params: Mapping[str, Any], fit_on: torch.Tensor | None = None) -> nn.Module:
+    """The module of ``spec`` with ``params``; with ``fit_on``, a method that :func:`learns_structure` is
+    fitted to it first (e.g. DropCluster's clusters found on the image itself instead of a grid)."""
+    module = spec.make(**params_for(spec, params))
+    if fit_on is not None:
+        if not learns_structure(spec):
+            raise ValueError(f"{spec.display_name} has nothing to fit")
+        module.fit(fit_on)
+    return module
+
+
+def run(module: nn.Module, x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """The ``explain()`` stages of ``module`` on ``x`` with a CPU generator seeded with ``seed``."""
+    with torch.no_grad():
+        return module.explain(x, torch.Generator().manual_seed(int(seed)))
+
+
 def draw(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     """The ``explain()`` stages of ``spec`` built with ``params`` on ``x``, seeded with ``seed``.
 
     Raises the op's ``ValueError`` for a parameter combination it rejects.
     """
-    module = spec.make(**params_for(spec, params))
-    with torch.no_grad():
-        return module.explain(x, torch.Generator().manual_seed(int(seed)))
+    return run(build(spec, params), x, seed)
 
 
 def draw_all(names: Iterable[str], params: Mapping[str, Any], x: torch.Tensor, seed: int

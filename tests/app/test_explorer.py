@@ -174,3 +174,18 @@ def test_photo_choice_changes_the_input(app_env):
     first = panels(at)["input"]
     at.selectbox(key="photo").set_value("coffee").run()
     assert not np.array_equal(first, panels(at)["input"])
+
+
+def border_patterns(cluster_map: np.ndarray) -> set[tuple[int, ...]]:
+    """The distinct sets of columns where a row of a cluster map changes colour."""
+    return {tuple(np.flatnonzero(np.any(np.diff(row.astype(int), axis=0) != 0, axis=-1))) for row in cluster_map}
+
+
+def test_dropcluster_fitted_to_the_image_follows_its_content(app_env):
+    at = explorer(method="DropCluster", side="32", photo="coins")
+    grid = panels(at)["cluster map"]
+    assert len(border_patterns(grid)) == 1  # a regular grid: every row has its borders at the same columns
+    at.toggle(key="fit").set_value(True).run()
+    assert not at.exception
+    fitted = panels(at)["cluster map"]
+    assert len(border_patterns(fitted)) > 4  # clusters that follow the coins: borders move from row to row
