@@ -3,7 +3,8 @@
     PYTHONPATH=. .venv/bin/python bench/ops.py                 # (128, 64, 32, 32) float32, p=0.1, k=5, CPU
     PYTHONPATH=. .venv/bin/python bench/ops.py --device cuda
 
-Prints the median milliseconds of ``--repeats`` timed calls (after warm-up) and the ratio to F.dropout.
+Prints the median milliseconds of ``--repeats`` rounds (after warm-up; in each round every method runs once,
+in turn) and the median over rounds of the ratio to F.dropout's time in the same round.
 Peers: torch.nn.functional.dropout, torchvision.ops.drop_block2d and timm's DropBlock2d with one mask per
 channel (``couple_channels=False``), each when installed.
 """
@@ -49,23 +50,28 @@ def cases(p: float, k: int) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]
     return found
 
 
-def time_ms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grad: torch.Tensor,
-            repeats: int, warmup: int) -> float:
-    def step() -> None:
-        x.grad = None
-        fn(x).backward(grad)
-
+def time_rounds(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, grad: torch.Tensor,
+                repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds of one forward+backward per method per round. The methods take turns within each
+    round, so load from other processes on a shared machine hits them alike."""
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
-    samples = []
-    for _ in range(repeats):
+
+    def step(fn) -> float:
+        x.grad = None
         sync()
         start = time.perf_counter()
-        step()
+        fn(x).backward(grad)
         sync()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+        return (time.perf_counter() - start) * 1000
+
+    for fn in fns.values():
+        for _ in range(warmup):
+            step(fn)
+    rounds: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            rounds[name].append(step(fn))
+    return rounds
 
 
 def main() -> None:
@@ -86,14 +92,15 @@ def main() -> None:
                 if name.startswith("F.dropout") or not args.only or any(s in name for s in args.only)}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"forward+backward, shape {tuple(args.shape)} float32, p={args.p}, k={args.k}, {where}, "
-          f"median of {args.repeats}")
-    results = {name: time_ms(fn, x, grad, args.repeats, args.warmup) for name, fn in selected.items()}
-    reference = results["F.dropout (peer)"]
-    width = max(map(len, results))
+          f"median of {args.repeats} interleaved rounds")
+    rounds = time_rounds(selected, x, grad, args.repeats, args.warmup)
+    reference = rounds["F.dropout (peer)"]
+    width = max(map(len, rounds))
     print(f"| {'method':<{width}} | {'ms':>8} | {'x F.dropout':>11} |")
     print(f"|{'-' * (width + 2)}|{'-' * 10}|{'-' * 13}|")
-    for name, ms in results.items():
-        print(f"| {name:<{width}} | {ms:8.1f} | {ms / reference:11.2f} |")
+    for name, times in rounds.items():
+        ratio = statistics.median(t / r for t, r in zip(times, reference))  # per round, then the median
+        print(f"| {name:<{width}} | {statistics.median(times):8.1f} | {ratio:11.2f} |")
 
 
 if __name__ == "__main__":

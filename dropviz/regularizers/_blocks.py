@@ -238,7 +238,7 @@ def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tup
     """Storage offsets of the dropped units (each once) of a mask of ``mask_shape`` in ``x``'s memory
     format, from the sorted flat indices of block starts on the valid grid (N, C, *valid); and, if asked,
     the seed-centre map."""
-    strides = torch.empty(mask_shape, device="meta").contiguous(memory_format=_memory_format(x)).stride()
+    strides = mask_strides(mask_shape, x)
     units, starts = block_offsets(np.asarray(seeds, dtype=np.int64), mask_shape, strides, block)
     dropped = torch.from_numpy(units).to(x.device)
     if not with_seeds:
@@ -249,7 +249,12 @@ def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tup
     return dropped, seed_map
 
 
-def _filled(shape: tuple[int, ...], x: torch.Tensor, value: float | torch.Tensor) -> torch.Tensor:
+def mask_strides(shape: tuple[int, ...], x: torch.Tensor) -> tuple[int, ...]:
+    """Strides of a dense mask of ``shape`` in ``x``'s memory format (what the storage offsets refer to)."""
+    return torch.empty(shape, device="meta").contiguous(memory_format=_memory_format(x)).stride()
+
+
+def _filled(shape: tuple[int, ...], x: torch.Tensor, value: float) -> torch.Tensor:
     return torch.empty(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=_memory_format(x)).fill_(value)
 
 
@@ -267,6 +272,50 @@ def keep_mask(draw: BlockDraw, x: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def sparse_scale(draw: BlockDraw) -> float:
+    """``1 / kept_fraction`` of a sparse draw, known on the host from the dropped count (guarded: all
+    dropped gives 0 output anyway)."""
+    numel = math.prod(draw.shape)
+    return numel / max(numel - draw.dropped.numel(), 1)
+
+
+class _DropUnits(torch.autograd.Function):
+    """``x * scale`` with the units at storage offsets ``dropped`` set to 0, or to ``values`` (Disout). The
+    gradient is the same op on the incoming gradient (zeros there: ``values`` are constants), so only the
+    offsets are saved: no mask is ever materialised, each direction is one pass plus a sparse write."""
+
+    @staticmethod
+    def forward(ctx, x, dropped, scale, values, memory_format):
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+        torch.mul(x, scale, out=out)
+        if values is None:
+            _storage(out).index_fill_(0, dropped, 0.0)
+        else:
+            _storage(out).index_copy_(0, dropped, values)  # the offsets are distinct: deterministic
+        ctx.save_for_backward(dropped)
+        ctx.scale, ctx.memory_format = scale, memory_format
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (dropped,) = ctx.saved_tensors
+        return _DropUnits.apply(grad, dropped, ctx.scale, None, ctx.memory_format), None, None, None, None
+
+
+def drop_units(x: torch.Tensor, draw: BlockDraw, scale: float, values: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a sparse draw whose mask has ``x``'s shape: ``x * scale``, dropped units 0 (or ``values``)."""
+    return _DropUnits.apply(x, draw.dropped, scale, values, _memory_format(x))
+
+
+def apply_draw(x: torch.Tensor, draw: BlockDraw) -> torch.Tensor:
+    """``x * keep / kept_fraction`` for any draw: sparse with a per-channel mask without materialising
+    it, otherwise by multiplying with the (broadcast) scaled mask, whose gradient is one multiply too."""
+    if draw.dropped is not None and tuple(draw.shape) == tuple(x.shape):
+        return drop_units(x, draw, sparse_scale(draw))
+    scaled, _ = scaled_mask(draw, x)
+    return x * scaled
+
+
 def scaled_mask(draw: BlockDraw, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``keep / kept_fraction`` in ``x``'s dtype, built in one pass, and that scale (0-dim float32 tensor).
 
@@ -275,11 +324,10 @@ def scaled_mask(draw: BlockDraw, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """
     if draw.keep is not None:
         return scale_keep(draw.keep, x.dtype)
-    numel = math.prod(draw.shape)
-    scale = torch.tensor(numel / max(numel - draw.dropped.numel(), 1), device=x.device)
-    mask = _filled(draw.shape, x, scale)
+    scale = sparse_scale(draw)
+    mask = _filled(draw.shape, x, scale)  # a Python number: fill_ with a tensor would be a broadcast copy
     _storage(mask).index_fill_(0, draw.dropped, 0.0)
-    return mask, scale
+    return mask, torch.tensor(scale, device=x.device)
 
 
 def scale_keep(keep: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,29 +18,11 @@ def _std(x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)  # the same values in storage order: reshape below stays a view
     flat = x.reshape(-1).float()
     n = flat.numel()
-    mean = flat.sum(dtype=torch.float64) / n
+    mean = flat.sum().double() / n  # float32 cascade summation; float64 would copy the tensor
     mean_square = torch.dot(flat, flat).double() / n
     if n < 2 or mean * mean > 1e3 * (mean_square - mean * mean):
         return flat.std()
     return ((mean_square - mean * mean) * n / (n - 1)).sqrt().float()
-
-
-class _ReplaceDropped(torch.autograd.Function):
-    """``out = x * scaled_mask`` with ``values`` written at the dropped storage offsets; the gradient is
-    ``grad * scaled_mask`` (the distortion is a constant), so only the mask is saved."""
-
-    @staticmethod
-    def forward(ctx, x, scaled_mask, offsets, values):
-        out = torch.empty_like(scaled_mask)
-        torch.mul(x, scaled_mask, out=out)
-        out.as_strided((out.numel(),), (1,)).index_copy_(0, offsets, values)  # offsets are distinct
-        ctx.save_for_backward(scaled_mask)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (scaled_mask,) = ctx.saved_tensors
-        return grad * scaled_mask, None, None, None
 
 
 class Disout(Regularizer):
@@ -91,16 +73,13 @@ class Disout(Regularizer):
                                   with_seeds=explain)
         sigma = self.distortion_std(x, generator)
         if draw.dropped is not None:
-            # Noise only at the dropped units (each listed once, so the write is deterministic), written
-            # into the output in the same pass as the multiply.
-            scaled, scale = _blocks.scaled_mask(draw, x)
+            # Noise only at the dropped units (each listed once), written into x * scale in the same call.
+            scale = _blocks.sparse_scale(draw)
             noise = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
-            if sigma.numel() == 1:
-                values = (noise * (sigma * scale)).to(x.dtype)
-            else:
-                channel = (draw.dropped // scaled.stride(1)) % x.shape[1]
-                values = (noise * (sigma[channel] * scale)).to(x.dtype)
-            out = _ReplaceDropped.apply(x, scaled, draw.dropped, values)
+            if sigma.numel() > 1:
+                sigma = sigma[(draw.dropped // _blocks.mask_strides(x.shape, x)[1]) % x.shape[1]]
+            out = _blocks.drop_units(x, draw, scale, (noise * (sigma * scale)).to(x.dtype))
+            scale = torch.tensor(scale)
         else:
             scaled, scale = _blocks.scaled_mask(draw, x)
             noise = torch.randn(x.shape, generator=generator, device=x.device)

@@ -28,8 +28,7 @@ class _DropBlockNd(Regularizer):
     def stages(self, x, generator, explain):
         check_rank(x, (self._rank,), self._layout)
         draw = self._draw(x, generator, explain)
-        scaled, _ = _blocks.scaled_mask(draw, x)
-        out = x * scaled  # autograd keeps only the scaled mask: backward is one multiply too
+        out = _blocks.apply_draw(x, draw)
         if not explain:
             return {"output": out}
         keep = _blocks.keep_mask(draw, x)

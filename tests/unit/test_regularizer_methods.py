@@ -20,13 +20,13 @@ def randn(*shape, seed=0):
 
 # --- Disout -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("drop_prob", [0.03, 0.3])  # the sparse and the dense sampler
-def test_disout_replaces_dropped_units_by_scaled_gaussian_noise(drop_prob):
+@pytest.mark.parametrize("drop_prob, block_size", [(0.1, 5), (0.3, 1)])  # seed rate 0.006: sparse; 0.3: dense
+def test_disout_replaces_dropped_units_by_scaled_gaussian_noise(drop_prob, block_size):
     """At dropped units output * kept_fraction = distortion ~ N(0, (alpha * 0.01 * std(x))^2). With M dropped
     units the sample mean of z = distortion / sigma has SD 1/sqrt(M) and the sample variance SD sqrt(2/M);
     allow 5 of each."""
     x = randn(16, 16, 20, 20) * 3 + 1
-    module = Disout(drop_prob, 5, alpha=2.0).train()
+    module = Disout(drop_prob, block_size, alpha=2.0).train()
     stages = module.explain(x, torch.Generator().manual_seed(1))
     mask, out, distortion = stages["mask"], stages["output"], stages["distortion"]
     dropped = mask == 0
@@ -42,9 +42,9 @@ def test_disout_replaces_dropped_units_by_scaled_gaussian_noise(drop_prob):
 
 def test_disout_mask_is_dropblocks_mask():
     x = randn(8, 4, 12, 12)
-    for drop_prob in (0.03, 0.3):
-        disout = Disout(drop_prob, 4).explain(x, torch.Generator().manual_seed(2))
-        dropblock = DropBlock2d(drop_prob, 4).explain(x, torch.Generator().manual_seed(2))
+    for drop_prob, block_size in ((0.1, 4), (0.3, 1)):  # both samplers
+        disout = Disout(drop_prob, block_size).explain(x, torch.Generator().manual_seed(2))
+        dropblock = DropBlock2d(drop_prob, block_size).explain(x, torch.Generator().manual_seed(2))
         assert torch.equal(disout["mask"], dropblock["mask"]) and torch.equal(disout["seeds"], dropblock["seeds"])
 
 
