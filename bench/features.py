@@ -3,8 +3,8 @@
     PYTHONPATH=. .venv/bin/python bench/features.py            # 8 draws, 16 channels, every method
 
 What a slider change recomputes in the app (model, clean activations and DropCluster's clusters are cached):
-build the regularizer, apply it at the layer for ``--draws`` draws and run the rest of the network
-(:func:`layer_effect`), compare the top-5, build the before/after grid, the stage row of one channel and the
+build the regularizer, apply it to the cached clean activation for ``--draws`` draws and run the layers
+after it (:func:`layer_effect`), compare the top-5, build the before/after grid, the stage row of one channel and the
 top-5 bars, and the JSON ``st.plotly_chart`` sends. Each timed call uses a new seed. Prints the median of
 ``--repeats`` runs and its ratio to a plain forward pass of the same model on the same image (the peer,
 measured in the same run). Goals on this CPU: ResNet-20 at 32 x 32 < 150 ms, ResNet-18 at 224 x 224 < 400 ms.
@@ -67,7 +67,7 @@ def main() -> None:
               f"{forward_wall:.1f} / {forward_ms:.1f} ms")
         print(f"  {'layer':<14}" + "".join(f"{m:>22}" for m in args.methods))
         for layer in LAYERS:
-            acts, clean_logits = model.capture(x, [layer])
+            acts, clean_logits = model.capture(x, [layer])  # cached in the app
             clean = acts[layer][0]
             channels = rank_channels(clean)[:args.channels].tolist()
             photos = model.normalise(torch.cat([to_feature_map(load_sample(n), model.input_size) for n in SAMPLES]))
@@ -82,7 +82,7 @@ def main() -> None:
                     regularizer = spec.make(drop_prob=0.1 + 0.01 * (seed % 5))
                     if labels is not None and hasattr(regularizer, "fit"):
                         use_clusters(regularizer, labels)
-                    effect = layer_effect(model, x, layer, regularizer, args.draws, seed)
+                    effect = layer_effect(model, acts[layer], layer, regularizer, args.draws, seed)
                     rows, agreement = compare_predictions(clean_logits, effect.logits, model.class_names)
                     figures = [fig.before_after(clean, effect.stages["output"], channels),
                                stage_row({k: t[channels[0]] for k, t in effect.stages.items() if t.dim() == 3},

@@ -40,8 +40,9 @@ def network(arch: str, weights: str, version: str = "") -> FeatureModel:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def clean_pass(model_id: str, image_id: str, layer: str, _model: FeatureModel, _x: torch.Tensor):
+    """The layer's clean ``(1, C, H, W)`` output and the clean logits."""
     acts, logits = _model.capture(_x, [layer])
-    return acts[layer][0], logits
+    return acts[layer], logits
 
 
 @st.cache_data(max_entries=8, show_spinner="Fitting DropCluster's clusters on this layer's activations...")
@@ -55,12 +56,13 @@ def cluster_labels(model_id: str, image_id: str, layer: str, n_clusters: int, _m
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def regularized_pass(model_id: str, image_id: str, layer: str, method: str, params: tuple, n_draws: int,
-                     seed: int, _model: FeatureModel, _x: torch.Tensor) -> LayerEffect:
+                     seed: int, _model: FeatureModel, _x: torch.Tensor, _clean: torch.Tensor) -> LayerEffect:
+    """The regularizer on the cached clean activation, then the layers after it (nothing before)."""
     regularizer = REGISTRY[method].make(**dict(params))
     if hasattr(regularizer, "fit"):
         labels = cluster_labels(model_id, image_id, layer, dict(params)["n_clusters"], _model, _x)
         use_clusters(regularizer, labels)
-    return layer_effect(_model, _x, layer, regularizer, n_draws, seed)
+    return layer_effect(_model, _clean, layer, regularizer, n_draws, seed)
 
 
 # ---------------------------------------------------------------- choosing the network
@@ -152,10 +154,11 @@ n_draws = counts[1].slider("Draws for the predictions", 1, 32, 8, key="draws", b
                            help="Independent masks, each followed by the rest of the network.")
 
 x = model.normalise(feature_map(picked, model.input_size))
-clean, clean_logits = clean_pass(model_id, picked.id, layer, model, x)
+activation, clean_logits = clean_pass(model_id, picked.id, layer, model, x)
+clean = activation[0]
 try:
     effect = regularized_pass(model_id, picked.id, layer, spec.name, tuple(sorted(params.items())), n_draws, seed,
-                              model, x)
+                              model, x, activation)
 except ValueError as err:  # a parameter combination the method rejects for this layer
     st.error(f"{spec.display_name} cannot run on {layer} with these settings: {err}")
     st.stop()

@@ -1,8 +1,9 @@
 """Feature maps of a network through forward hooks, and a regularizer applied at exactly one layer.
 
 A model is used in ``eval()`` mode throughout (BatchNorm uses its running statistics); only the
-regularizer runs as in training. Hooks are added for one call and removed afterwards, under the
-model's lock, because one cached model is shared by every session of the app.
+regularizer runs as in training. The clean pass records activations with forward hooks, added for one
+call and removed afterwards under the model's lock (one cached model is shared by every session of the
+app). The regularized pass starts from a clean activation and runs only the layers after it.
 """
 from __future__ import annotations
 
@@ -68,29 +69,31 @@ class FeatureModel:
             logits = self.model(x)
         return acts, logits
 
-    def regularized(self, x: torch.Tensor, layer: str, regularizer: nn.Module, n_draws: int = 1,
-                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """``n_draws`` independent applications of ``regularizer`` to ``layer``'s output of the single
-        input ``x``, each followed by the rest of the network.
+    def downstream(self, layer: str, activation: torch.Tensor) -> torch.Tensor:
+        """The logits the network computes when ``activation`` is the output of ``layer``: the feature
+        layers after it, in order, then the pooling and the head (a ResNet is the chain
+        ``stem -> blocks -> pool -> head``; from a clean activation it gives the model's own logits)."""
+        names = list(self.layers)
+        with torch.no_grad():
+            for name in names[names.index(layer) + 1:]:
+                activation = self.layers[name](activation)
+            return self.model.head(self.model.pool(activation))
 
-        The layers before ``layer`` run once (batch of 1); at ``layer`` the batch is widened to
-        ``n_draws`` copies, so each draw gets its own mask. Returns the regularizer's ``explain()``
-        stages (one row per draw) and the ``(n_draws, classes)`` logits.
-        """
-        if x.shape[0] != 1:
-            raise ValueError(f"regularized() takes a single input (batch of 1), got shape {tuple(x.shape)}")
+    def regularized(self, activation: torch.Tensor, layer: str, regularizer: nn.Module, n_draws: int = 1,
+                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``n_draws`` independent applications of ``regularizer`` to ``activation``, the clean
+        ``(1, C, H, W)`` output of ``layer`` (from :meth:`capture`), each followed by the rest of the
+        network. Nothing before ``layer`` is recomputed. Returns the regularizer's ``explain()`` stages
+        (one row per draw) and the ``(n_draws, classes)`` logits."""
+        if activation.dim() != 4 or activation.shape[0] != 1:
+            raise ValueError(f"regularized() takes one layer output of shape (1, C, H, W), "
+                             f"got {tuple(activation.shape)}")
         if n_draws < 1:
             raise ValueError(f"n_draws must be >= 1, got {n_draws}")
-        stages: dict[str, torch.Tensor] = {}
-
-        def apply(module, inputs, output):
-            draws = output.expand(n_draws, *output.shape[1:]).contiguous(memory_format=torch.channels_last)
-            stages.update(regularizer.explain(draws, generator=generator))
-            return stages["output"]
-
-        with self.lock, _hooks({layer: (self.layers[layer], apply)}), torch.no_grad():
-            logits = self.model(x)
-        return {name: t.detach() for name, t in stages.items()}, logits
+        draws = activation.expand(n_draws, *activation.shape[1:]).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            stages = regularizer.explain(draws, generator=generator)
+        return stages, self.downstream(layer, stages["output"])
 
 
 @contextmanager
@@ -147,10 +150,10 @@ class LayerEffect:
     logits: torch.Tensor
 
 
-def layer_effect(model: FeatureModel, x: torch.Tensor, layer: str, regularizer: nn.Module, n_draws: int,
+def layer_effect(model: FeatureModel, activation: torch.Tensor, layer: str, regularizer: nn.Module, n_draws: int,
                  seed: int) -> LayerEffect:
     """:meth:`FeatureModel.regularized` with a seeded generator, keeping only what a view shows."""
-    stages, logits = model.regularized(x, layer, regularizer, n_draws, torch.Generator().manual_seed(seed))
+    stages, logits = model.regularized(activation, layer, regularizer, n_draws, torch.Generator().manual_seed(seed))
     return LayerEffect({name: t[0] for name, t in stages.items()}, logits)
 
 

@@ -46,13 +46,20 @@ def test_input_tensor_is_normalised_and_sized():
     torch.testing.assert_close(x[0, :, 100, 100], expected)
 
 
-def _downstream(model: FeatureModel, layer: str, activation: torch.Tensor) -> torch.Tensor:
-    """The rest of a ResNet after ``layer``, written out by hand (blocks after it, pool, head)."""
-    names = list(model.layers)
-    for name in names[names.index(layer) + 1:]:
-        if "." in name:  # a block; "stem" is never after another layer
-            activation = model.layers[name](activation)
-    return model.model.head(model.model.pool(activation))
+def _forward_with_output(model: FeatureModel, x: torch.Tensor, layer: str, output: torch.Tensor) -> torch.Tensor:
+    """The model's own forward() with ``layer``'s output replaced by ``output`` (batch widened to match)."""
+    handle = model.layers[layer].register_forward_hook(lambda module, inputs, out: output)
+    try:
+        with torch.no_grad():
+            return model.model(x.expand(output.shape[0], -1, -1, -1))
+    finally:
+        handle.remove()
+
+
+def test_downstream_of_a_clean_activation_gives_the_models_logits(resnet20, image):
+    acts, logits = resnet20.capture(image)
+    for layer, activation in acts.items():
+        torch.testing.assert_close(resnet20.downstream(layer, activation), logits)
 
 
 @pytest.mark.parametrize("layer", ["stem", "stage2.block1", "stage3.block3"])
@@ -61,21 +68,22 @@ def test_regularizer_is_applied_only_at_the_chosen_layer(resnet20, image, layer)
     bn = resnet20.model.stem[1]
     running_mean = bn.running_mean.clone()
     regularizer = REGISTRY["dropout"].make(drop_prob=0.5)
-    stages, logits = resnet20.regularized(image, layer, regularizer, n_draws=4,
+    stages, logits = resnet20.regularized(acts[layer], layer, regularizer, n_draws=4,
                                           generator=torch.Generator().manual_seed(0))
-    # The layers before see the clean input: the regularizer's input is the clean activation, per draw.
+    # The regularizer sees the clean activation in every draw, and changes it.
     torch.testing.assert_close(stages["input"], acts[layer].expand(4, -1, -1, -1))
     assert not torch.equal(stages["output"], stages["input"])
-    # Everything after is the plain eval-mode network applied to the regularized activation.
-    with torch.no_grad():
-        torch.testing.assert_close(logits, _downstream(resnet20, layer, stages["output"]))
+    # The logits are the network's own eval-mode forward() with only this layer's output replaced.
+    torch.testing.assert_close(logits, _forward_with_output(resnet20, image, layer, stages["output"]))
     assert not resnet20.model.training and torch.equal(bn.running_mean, running_mean)
     assert all(not module._forward_hooks for module in resnet20.model.modules())
 
 
 def test_draws_are_independent(resnet20, image):
-    stages, logits = resnet20.regularized(image, "stage1.block1", REGISTRY["dropout"].make(drop_prob=0.5),
-                                          n_draws=3, generator=torch.Generator().manual_seed(0))
+    acts, _ = resnet20.capture(image, ["stage1.block1"])
+    stages, logits = resnet20.regularized(acts["stage1.block1"], "stage1.block1",
+                                          REGISTRY["dropout"].make(drop_prob=0.5), n_draws=3,
+                                          generator=torch.Generator().manual_seed(0))
     masks = stages["mask"]
     assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2])
     assert not torch.equal(logits[0], logits[1])
@@ -86,15 +94,16 @@ def test_drop_prob_zero_leaves_the_eval_pass_unchanged(resnet20, image, method):
     spec = REGISTRY[method]
     if "drop_prob" not in spec.defaults():
         pytest.skip(f"{method} has no drop_prob")
-    _, clean = resnet20.capture(image, [])
-    _, logits = resnet20.regularized(image, "stage2.block2", spec.make(drop_prob=0.0), n_draws=2,
+    acts, clean = resnet20.capture(image, ["stage2.block2"])
+    _, logits = resnet20.regularized(acts["stage2.block2"], "stage2.block2", spec.make(drop_prob=0.0), n_draws=2,
                                      generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(logits, clean.expand(2, -1))
 
 
-def test_regularized_takes_one_image(resnet20, image):
-    with pytest.raises(ValueError, match="batch of 1"):
-        resnet20.regularized(image.expand(2, -1, -1, -1), "stem", REGISTRY["dropout"].make())
+def test_regularized_takes_one_layer_output(resnet20, image):
+    acts, _ = resnet20.capture(image, ["stem"])
+    with pytest.raises(ValueError, match=r"\(1, C, H, W\)"):
+        resnet20.regularized(acts["stem"].expand(2, -1, -1, -1), "stem", REGISTRY["dropout"].make())
 
 
 def test_rank_channels_orders_by_mean_absolute_activation():
@@ -132,6 +141,7 @@ def test_dropcluster_is_fitted_on_the_layers_activations_and_reused(resnet20, im
     grid = spec.make(n_clusters=5).explain(torch.ones(1, 64, 8, 8))["clusters"][0]
     assert not torch.equal(labels, grid), "fitted clusters differ from the unfitted grid"
     regularizer = use_clusters(spec.make(n_clusters=5, drop_prob=0.4), labels)
-    effect = layer_effect(resnet20, image, "stage3.block1", regularizer, n_draws=2, seed=0)
+    acts, _ = resnet20.capture(image, ["stage3.block1"])
+    effect = layer_effect(resnet20, acts["stage3.block1"], "stage3.block1", regularizer, n_draws=2, seed=0)
     assert torch.equal(effect.stages["clusters"], labels)
     assert effect.logits.shape == (2, 10)
