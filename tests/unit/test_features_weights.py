@@ -8,9 +8,10 @@ import pytest
 import torch
 import torchvision
 
-from dropviz.features import IMAGENET, WeightsError, load_feature_model, read_weights
+from dropviz.features import IMAGENET, WeightsError, load_checkpoint_model, load_feature_model, read_weights
 from dropviz.features.weights import imagenet_weights_path, load_state
-from dropviz.models import MODELS
+from dropviz.models import MODELS, build_model
+from dropviz.train import RunConfig
 
 
 class NotWeights:
@@ -95,3 +96,28 @@ def test_cached_imagenet_weights_give_torchvisions_outputs(tmp_path, monkeypatch
     with torch.no_grad():
         torch.testing.assert_close(logits, reference(x))
     assert model.class_names[0] == "tench" and len(model.class_names) == 1000
+
+
+def _trainer_checkpoint(path, model, config) -> None:
+    """What the trainer writes: weights, run settings as JSON, progress numbers."""
+    torch.save({"model": model.state_dict(), "config": config.to_json(), "epoch": 2, "step": 10}, path)
+
+
+def test_a_trainer_checkpoint_rebuilds_its_regularizer_and_fitted_buffers(tmp_path):
+    config = RunConfig(model="resnet20", dataset="digits", regularizer="dropcluster")
+    model = build_model("resnet20", regularizer="dropcluster").train()
+    model(torch.randn(2, 3, 32, 32))  # DropCluster creates its cluster labels (a buffer) while training
+    assert any(k.endswith("labels") for k in model.state_dict())
+    _trainer_checkpoint(tmp_path / "checkpoint.pt", model, config)
+    loaded = load_checkpoint_model(tmp_path / "checkpoint.pt", name="run A")
+    assert loaded.trained and "run A" in loaded.weights and "dropcluster on digits" in loaded.weights
+    assert loaded.class_names == tuple(str(d) for d in range(10))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.capture(x, [])[1], model.eval()(x))
+
+
+def test_a_trainer_checkpoint_whose_weights_do_not_match_its_settings_is_refused(tmp_path):
+    _trainer_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet56"), RunConfig(model="resnet20"))
+    with pytest.raises(WeightsError, match="does not fit ResNet-20"):
+        load_checkpoint_model(tmp_path / "checkpoint.pt")
