@@ -88,7 +88,7 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
     """:func:`prob_drop_block_mask` with the seed map; used by the module."""
     rates = salience_seed_rate(x, drop_prob, block_size, exact_rate)
     block = _blocks.clip_block(tuple(x.shape[2:]), block_size)
-    return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds)
+    return _blocks.draw_block_mask(x, rates, block, False, generator, "auto", with_seeds)
 
 
 def cluster_mask(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,

@@ -10,6 +10,7 @@ from torch import nn
 
 from dropviz.regularizers import (Disout, DropBlock2d, DropCluster, DropPath, MultiSampleDropout,
                                   ProbDropBlock2d)
+from dropviz.regularizers import _blocks
 from dropviz.regularizers import functional as F_
 from dropviz.regularizers.dropcluster import grid_labels
 
@@ -20,7 +21,7 @@ def randn(*shape, seed=0):
 
 # --- Disout -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("drop_prob, block_size", [(0.1, 5), (0.3, 1)])  # seed rate 0.006: sparse; 0.3: dense
+@pytest.mark.parametrize("drop_prob, block_size", [(0.1, 5), (0.6, 1)])  # seed rate 0.006: sparse; 0.6: dense
 def test_disout_replaces_dropped_units_by_scaled_gaussian_noise(drop_prob, block_size):
     """At dropped units output * kept_fraction = distortion ~ N(0, (alpha * 0.01 * std(x))^2). With M dropped
     units the sample mean of z = distortion / sigma has SD 1/sqrt(M) and the sample variance SD sqrt(2/M);
@@ -42,7 +43,7 @@ def test_disout_replaces_dropped_units_by_scaled_gaussian_noise(drop_prob, block
 
 def test_disout_mask_is_dropblocks_mask():
     x = randn(8, 4, 12, 12)
-    for drop_prob, block_size in ((0.1, 4), (0.3, 1)):  # both samplers
+    for drop_prob, block_size in ((0.1, 4), (0.6, 1)):  # both samplers
         disout = Disout(drop_prob, block_size).explain(x, torch.Generator().manual_seed(2))
         dropblock = DropBlock2d(drop_prob, block_size).explain(x, torch.Generator().manual_seed(2))
         assert torch.equal(disout["mask"], dropblock["mask"]) and torch.equal(disout["seeds"], dropblock["seeds"])
@@ -241,3 +242,17 @@ def test_probdropblock_matches_dropblock_rate_for_uniform_salience():
     mask = ProbDropBlock2d(0.1, 5).explain(x, torch.Generator().manual_seed(0))["mask"]
     per_map = 1 - mask.double().mean(dim=(1, 2, 3))
     assert abs(per_map.mean().item() - 0.1) <= 5 * per_map.std().item() / math.sqrt(per_map.numel())
+
+
+@pytest.mark.parametrize("sampler", ["sparse", "dense"])
+def test_per_position_seed_rates_are_honoured_by_both_samplers(sampler):
+    """k = 1, so the mask is the seed map: rates 0.01 on the left half and 0.04 on the right. Each half of
+    20000 maps x 32 units is a Binomial count; 5 SD of its mean."""
+    x = torch.zeros(20000, 1, 4, 8)
+    rates = torch.full((1, 1, 4, 8), 0.01)
+    rates[..., 4:] = 0.04
+    draw = _blocks.draw_block_mask(x, rates, (1, 1), False, torch.Generator().manual_seed(0), sampler, False)
+    dropped = 1 - _blocks.keep_mask(draw, x).double()
+    n = 20000 * 16
+    for half, rate in ((dropped[..., :4], 0.01), (dropped[..., 4:], 0.04)):
+        assert abs(half.mean().item() - rate) <= 5 * math.sqrt(rate * (1 - rate) / n)
