@@ -277,8 +277,10 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
     return fig
 
 
-def runs_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> go.Figure:
-    """Test accuracy per epoch of our own runs (label -> (epochs, accuracy %)), or a note when there are none."""
+def runs_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str,
+                references: Mapping[str, float] | None = None) -> go.Figure:
+    """Test accuracy per epoch of our own runs (label -> (epochs, accuracy %)) beside dotted reference
+    levels (label -> accuracy %, e.g. a paper's number), or a note when there are no runs."""
     fig = go.Figure()
     palette = [ACCENT, "#2563eb", "#16a34a", "#7c3aed", "#0891b2", MUTED]
     for index, (label, (epochs, accuracy)) in enumerate(curves.items()):
@@ -290,6 +292,10 @@ def runs_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], t
                            showarrow=False, font={"size": FONT_SIZE + 4, "color": MUTED})
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
+    else:
+        for label, level in (references or {}).items():
+            fig.add_hline(y=level, line={"dash": "dot", "color": MUTED, "width": 2}, annotation_text=label,
+                          annotation_position="bottom right", annotation_font_color=MUTED)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="test accuracy (%)")
     fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0.0})

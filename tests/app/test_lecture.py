@@ -112,3 +112,19 @@ def test_the_link_builder_writes_only_what_differs_from_the_defaults(lecture_env
     at = open_lecture(chapter="dropblock", step="3", block_size="5")
     at.sidebar.checkbox(key="link-hide-sidebar").check().run()
     assert at.sidebar.code[0].value == "lecture?chapter=dropblock&step=3&block_size=5&hide=sidebar"
+
+
+def test_results_show_our_runs_from_the_runs_database_labelled_as_ours(lecture_env, tmp_path):
+    from dropviz.train.config import RunConfig
+    from dropviz.train.db import RunsDB
+
+    db = RunsDB(tmp_path / "runs")
+    run = db.create_run(RunConfig(model="resnet20", regularizer="dropblock"), status="finished")
+    for epoch, accuracy in enumerate((0.41, 0.58, 0.66), start=1):
+        db.log_epoch(run, epoch, 100 * epoch, test_acc=accuracy)
+    db.close()
+    at = open_lecture(chapter="results", step="2")
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [trace["name"] for trace in spec["data"]] == [f"ours: resnet20 + dropblock (finished, {run[-6:]})"]
+    assert "measured here" in spec["layout"]["title"]["text"]
+    assert any("paper" in a["text"] for a in spec["layout"]["annotations"])  # the papers' levels beside ours

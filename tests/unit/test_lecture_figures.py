@@ -76,5 +76,8 @@ def test_results_figure_groups_by_setting_and_labels_every_bar():
 def test_runs_figure_says_so_when_there_are_no_runs():
     empty = figures.runs_figure({}, "ours")
     assert not empty.data and "No runs yet" in empty.layout.annotations[0].text
-    fig = figures.runs_figure({"ours: resnet20 + dropblock": ([1, 2], [50.0, 60.0])}, "ours")
+    fig = figures.runs_figure({"ours: resnet20 + dropblock": ([1, 2], [50.0, 60.0])}, "ours",
+                              references={"paper: 93.95": 93.95})
     assert fig.data[0].name == "ours: resnet20 + dropblock" and list(fig.data[0].y) == [50.0, 60.0]
+    assert [(shape.y0, a.text) for shape, a in zip(fig.layout.shapes, fig.layout.annotations)] == [
+        (93.95, "paper: 93.95")]
