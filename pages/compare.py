@@ -12,7 +12,7 @@ st.title("Compare methods")
 
 picked, x = image_sidebar(key="")
 
-top = st.columns([3, 1, 1], vertical_alignment="bottom")
+top = st.columns([5, 4, 2], vertical_alignment="bottom")
 names = top[0].multiselect("Methods", list(REGISTRY), default=list(REGISTRY), key="methods",
                            format_func=lambda name: REGISTRY[name].display_name, bind="query-params")
 with top[1]:

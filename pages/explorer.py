@@ -12,7 +12,7 @@ st.title("Mask Explorer")
 
 picked, x = image_sidebar(key="")
 
-top = st.columns([3, 2, 2], vertical_alignment="bottom")
+top = st.columns([4, 4, 2], vertical_alignment="bottom")
 with top[0]:
     spec = method_select(key="")
 with top[1]:

@@ -77,7 +77,7 @@ def seed_control(*, key: str, bind_url: bool = True, default: int = 0) -> int:
     def resample() -> None:
         st.session_state[widget_key] = secrets.randbelow(10_000)
 
-    value_col, button_col = st.columns([3, 2], vertical_alignment="bottom")
+    value_col, button_col = st.columns([1, 1], vertical_alignment="bottom")
     seed = value_col.number_input("seed", 0, SEED_MAX, default, 1, key=widget_key, bind=_bind(bind_url),
                                   help="The same seed gives the same mask, on every machine.")
     button_col.button("Resample", key=f"{key}resample", on_click=resample, icon=":material/casino:",

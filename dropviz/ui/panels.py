@@ -15,6 +15,8 @@ from dropviz.regularizers import REGISTRY, MethodSpec
 from dropviz.viz import droprate, explain, figures
 from dropviz.viz.texts import method_text
 
+MASK_LEGEND = ("Masks: white = kept in every channel, black = dropped in every channel, a colour = kept only "
+               "in the channels it is made of (red, green, blue).")
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -81,6 +83,8 @@ def visualize_stages(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tenso
         st.error(f"{spec.display_name} rejects these settings: {err}", icon=":material/error:")
         return None
     st.plotly_chart(figures.stage_row(stages), key=f"{key}stages", config=plotly_config(f"dropviz-{spec.name}"))
+    if x.shape[1] == 3:
+        st.caption(MASK_LEGEND)
     _stats_metrics(figures.stage_stats(stages, params.get("drop_prob")))
     return stages
 
@@ -104,6 +108,8 @@ def visualize_comparison(names: Sequence[str], params: Mapping[str, Any], x: tor
         if isinstance(result, str):
             st.error(f"{label} rejects these settings: {result}", icon=":material/error:")
     st.plotly_chart(figures.comparison_grid(results), key=f"{key}grid", config=plotly_config("dropviz-compare"))
+    if x.shape[1] == 3:
+        st.caption(MASK_LEGEND)
     table = pd.DataFrame(explain.comparison_rows(names, results, params))
     st.dataframe(table, hide_index=True, key=f"{key}table")
     st.download_button("Download table (CSV)", data=table.to_csv(index=False).encode(), file_name="dropviz-compare.csv",

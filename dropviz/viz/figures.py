@@ -96,7 +96,7 @@ def png_uri(pixels: np.ndarray) -> str:
     uri = _png_cache.get(digest)
     if uri is None:
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+        _png_image(pixels).save(buffer, format="PNG", compress_level=1)
         uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
         with _png_cache_lock:  # Streamlit serves sessions from several threads
             if len(_png_cache) >= _PNG_CACHE_SIZE:
@@ -105,6 +105,19 @@ def png_uri(pixels: np.ndarray) -> str:
     return uri
 
 
+def _png_image(pixels: np.ndarray) -> Image.Image:
+    """Masks (only 0 and 255) as 1-bit gray or a 3-bit palette: a fraction of the data to compress."""
+    if not np.all((pixels == 0) | (pixels == 255)):
+        return Image.fromarray(pixels)
+    if pixels.ndim == 2:
+        return Image.fromarray(pixels > 0)
+    index = (pixels[..., 0] >> 7 << 2) | (pixels[..., 1] >> 7 << 1) | (pixels[..., 2] >> 7)
+    image = Image.fromarray(index.astype(np.uint8), "P")
+    image.putpalette(_BINARY_PALETTE)
+    return image
+
+
+_BINARY_PALETTE = [255 * (i >> shift & 1) for i in range(8) for shift in (2, 1, 0)]
 _PNG_CACHE_SIZE = 64
 _png_cache: dict[bytes, str] = {}
 _png_cache_lock = threading.Lock()

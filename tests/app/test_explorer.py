@@ -36,8 +36,13 @@ def explorer(**query: str) -> AppTest:
 def panels(at: AppTest) -> dict[str, np.ndarray]:
     """The stage row's panels, title -> pixels, decoded from the plotly spec the page sent."""
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    return {trace["name"]: np.asarray(Image.open(io.BytesIO(base64.b64decode(trace["source"].split(",", 1)[1]))))
-            for trace in spec["data"]}
+    return {trace["name"]: decode(trace["source"]) for trace in spec["data"]}
+
+
+def decode(uri: str) -> np.ndarray:
+    """A panel's pixels as the browser shows them (1-bit and palette PNGs expanded)."""
+    image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    return np.asarray(image.convert({"1": "L", "P": "RGB"}.get(image.mode, image.mode)))
 
 
 def metrics(at: AppTest) -> dict[str, str]:

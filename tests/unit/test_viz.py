@@ -13,7 +13,9 @@ from dropviz.viz.figures import Panel, image_grid, stage_row, stage_stats, to_pi
 
 
 def decode(uri: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    """A panel's pixels as the browser shows them (1-bit and palette PNGs expanded)."""
+    image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    return np.asarray(image.convert({"1": "L", "P": "RGB"}.get(image.mode, image.mode)))
 
 
 def test_image_kind_maps_unit_range_to_black_white_and_widens_for_larger_values():
@@ -45,6 +47,14 @@ def test_signed_is_white_at_zero_and_labels_use_the_palette():
     assert signed[0, 0, 2] > signed[0, 0, 0] and signed[0, 2, 0] > signed[0, 2, 2]  # blue, then red
     labels = to_pixels(torch.tensor([[0, 1, len(figures.PALETTE)]]), "labels")
     assert labels[0, 0].tolist() == labels[0, 2].tolist() != labels[0, 1].tolist()
+
+
+def test_binary_masks_are_packed_losslessly():
+    rng = np.random.default_rng(1)
+    rgb_mask = (rng.random((6, 5, 3)) > 0.5).astype(np.uint8) * 255
+    gray_mask = rgb_mask[..., 0].copy()
+    for pixels in (rgb_mask, gray_mask):
+        np.testing.assert_array_equal(decode(figures.png_uri(pixels)), pixels)
 
 
 def test_image_grid_panels_are_lossless_and_titled():
