@@ -10,10 +10,12 @@ inside the map. Internally a seed is stored by its block's first index ``v = s -
 Two samplers give the same distribution (i.i.d. Bernoulli(gamma) seeds on the valid grid):
 - ``dense``: one Bernoulli draw per valid position, blocks by a max-pool. Pure tensor ops, so it is the one
   used under ``torch.compile`` and on accelerators (no host synchronisation).
-- ``sparse``: seeds are rare (about ``p / k^2`` of the positions), so draw only the seeds: the gaps between
-  successive seeds of a Bernoulli(gamma) sequence are i.i.d. Geometric(gamma), and their cumulative sum gives
-  the seed positions with exactly the dense law (:func:`bernoulli_positions`). Blocks are written with one
-  scatter of ``M * k^2`` indices instead of pooling the whole tensor.
+- ``sparse`` (CPU): seeds are rare (about ``p / k^2`` of the positions), so draw only the seeds: the gaps
+  between successive seeds of a Bernoulli(gamma) sequence are i.i.d. Geometric(gamma), and their cumulative
+  sum gives the seed positions with exactly the dense law (:func:`bernoulli_positions`). The dropped units
+  are listed once each (:func:`block_offsets`), which gives the kept fraction without counting, and the
+  output is ``x * scale`` with those units zeroed (:class:`_DropUnits`): no Bernoulli draw per unit, no
+  pooling, no mask tensor; the backward pass is the same op on the gradient.
 """
 from __future__ import annotations
 
@@ -72,8 +74,10 @@ def _seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...
                 combined[a * b] += m * n
         histogram = combined
 
-    def expected_drop(gamma: float) -> float:
-        return sum(m * -math.expm1(c * math.log1p(-gamma)) for c, m in histogram.items()) / numel if gamma < 1 else 1.0
+    def expected_drop(gamma: float) -> float:  # 1 - mean_u (1 - gamma)^c(u)
+        if gamma >= 1.0:
+            return 1.0
+        return sum(m * -math.expm1(c * math.log1p(-gamma)) for c, m in histogram.items()) / numel
 
     low, high = paper, 1.0  # expected_drop(paper) <= p <= expected_drop(1) = 1
     for _ in range(100):

@@ -11,7 +11,8 @@ from ._checks import check_block_size, check_drop_prob, check_rank
 def dropout_mask(x: torch.Tensor, drop_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Bernoulli keep-mask (1 = kept) of ``x``'s shape, dtype and memory format."""
     drop_prob = check_drop_prob(drop_prob)
-    noise = torch.empty_like(x).uniform_(generator=generator)
+    # float32 noise: a float16/bfloat16 uniform is too coarse to hit drop_prob exactly
+    noise = torch.empty_like(x, dtype=torch.float32).uniform_(generator=generator)
     return (noise >= drop_prob).to(x.dtype)
 
 
@@ -25,7 +26,7 @@ def drop_path_mask(x: torch.Tensor, drop_prob: float, mode: str = "row",
     if x.dim() < 1:
         raise ValueError("input must have a batch dimension, got a 0-D tensor")
     shape = (x.shape[0] if mode == "row" else 1,) + (1,) * (x.dim() - 1)
-    noise = torch.empty(shape, dtype=x.dtype, device=x.device).uniform_(generator=generator)
+    noise = torch.empty(shape, dtype=torch.float32, device=x.device).uniform_(generator=generator)
     return (noise >= drop_prob).to(x.dtype)
 
 
