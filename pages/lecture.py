@@ -75,7 +75,7 @@ for note in notes:
     st.warning(note)
 
 # Header: where we are, and the step buttons beside it.
-title_column, *nav_columns = st.columns([5, 2, 2], vertical_alignment="center")
+title_column, *nav_columns = st.columns([6, 1.6, 1.6], vertical_alignment="center")
 with title_column:
     st.header(f"{chapter_index + 1}. {chapter.title}", anchor=False, help=chapter.summary)
     st.subheader(f"Step {step} of {len(chapter.steps)}: {view.current.title}", anchor=False)

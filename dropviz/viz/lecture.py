@@ -296,7 +296,7 @@ def runs_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], t
         for label, level in (references or {}).items():
             fig.add_hline(y=level, line={"dash": "dot", "color": MUTED, "width": 2}, annotation_text=label,
                           annotation_position="bottom right", annotation_font_color=MUTED)
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text="test accuracy (%)")
     fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0.0})
     return presenter_layout(fig, title)
