@@ -171,3 +171,11 @@ def test_cifar_image_folder_from_env(tmp_path, monkeypatch):
 
 def test_no_cifar_copy_gives_none(tmp_path):
     assert find_cifar10(tmp_path) is None
+
+
+def test_real_cifar10_copy_is_found_from_its_data_dir(cifar10_dir):
+    cifar = find_cifar10(cifar10_dir.parent)
+    assert len(cifar) == 10_000 and cifar.classes == images.CIFAR10_CLASSES
+    pixels, label = cifar.image(9_999)
+    assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8 and label == "truck"
+    assert len(find_cifar10(cifar10_dir)) == 10_000  # the dataset folder itself works too
