@@ -89,7 +89,9 @@ def test_hide_controls_removes_the_sliders_but_keeps_the_links_values(lecture_en
     at = open_lecture(chapter="dropblock", step="1", block_size="5", hide="controls")
     assert not at.slider and not at.number_input
     assert figure_title(at).startswith("b = 5:")
-    assert at.button(key="next")  # stepping still works
+    at.button(key="next").click().run()  # stepping keeps the link's values and flags
+    assert dict(at.query_params) == {"chapter": "dropblock", "step": "2", "block_size": "5", "hide": "controls"}
+    assert not at.slider and figure_title(at).endswith("seeds drawn")
 
 
 def test_hide_nav_removes_the_step_buttons(lecture_env):
