@@ -1,4 +1,5 @@
-"""DropCluster (Chen, Mordohai, Aydore, "DropCluster: A structured dropout for convolutional networks", 2020)."""
+"""DropCluster (Chen, Gautier, Aydore, "DropCluster: A structured dropout for convolutional networks",
+arXiv 2002.02997, 2020)."""
 from __future__ import annotations
 
 import math
@@ -48,16 +49,18 @@ def fit_cluster_labels(activations: torch.Tensor, n_clusters: int) -> torch.Tens
 class DropCluster(Regularizer):
     """DropCluster: drops whole clusters of correlated, spatially connected activations.
 
-    Following the paper: per channel, the spatial positions of a conv layer's output are clustered into
-    groups of correlated activations under spatial connectivity, the clusters are learned from activations
-    seen during training and updated as training goes on, and each step drops whole clusters at random.
+    Following the paper: clusters of correlated features are found in a conv layer's outputs from the data,
+    with spatial structure; they are learned from activations seen during training and updated as training
+    goes on, so they adapt to the data and the weights; each iteration drops whole clusters at random.
 
     Our choices (the paper's code is not public):
-    - Clustering: Ward agglomeration with 4-neighbour grid connectivity (scikit-learn FeatureAgglomeration
-      with ``grid_to_graph``), one fit per channel on a buffer of the last ``buffer_size`` training samples,
-      on the CPU; refit every ``refit_every`` training steps (0: never automatically) and on demand with
-      :meth:`fit`. Before the first fit (or when the input's shape changes) the clusters are a regular grid
-      of ``n_clusters`` cells (fewer when the map is smaller or ``n_clusters`` does not factor onto it).
+    - Clustering: per channel, the spatial positions are grouped by Ward agglomeration with 4-neighbour grid
+      connectivity (scikit-learn FeatureAgglomeration with ``grid_to_graph``), so every cluster is a
+      spatially connected region whose activations vary together; fitted on the CPU on a buffer of the last
+      ``buffer_size`` training samples, every ``refit_every`` training steps (0: never automatically) and on
+      demand with :meth:`fit`. Before the first fit (or when the input's shape changes) the clusters are a
+      regular grid of ``n_clusters`` cells (fewer when the map is smaller or ``n_clusters`` does not factor
+      onto it).
     - Dropping: every (sample, channel, cluster) is dropped independently with probability ``drop_prob``;
       since the clusters partition the map, the expected dropped fraction is exactly ``drop_prob``.
     - Output ``x * mask / kept_fraction`` as DropBlock (guarded when everything is dropped).

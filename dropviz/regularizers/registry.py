@@ -115,7 +115,8 @@ REGISTRY: dict[str, MethodSpec] = {
             display_name="DropCluster",
             cls=DropCluster,
             summary="Drops whole clusters of correlated activations, learned from the data (a grid until fitted).",
-            paper="Chen, Mordohai, Aydore, DropCluster: A structured dropout for convolutional networks, 2020",
+            paper="Chen, Gautier, Aydore, DropCluster: A structured dropout for convolutional networks, "
+                  "arXiv 2002.02997, 2020",
             params=(DROP_PROB, Param("n_clusters", "n_clusters", int, 16, 1, 64, 1,
                                      "Clusters per channel.")),
         ),

@@ -235,3 +235,18 @@ def test_module_on_device_with_device_generator(device):
         inp = x if isinstance(module, DropBlock2d) else x.unsqueeze(2).expand(-1, -1, 3, -1, -1)
         out = module.train()(inp, torch.Generator(device=device).manual_seed(0))
         assert out.device.type == device and out.shape == inp.shape
+
+
+@pytest.mark.parametrize("drop_prob", [0.1, 0.6])  # sparse and dense sampler
+def test_dropblock3d_module_contract(drop_prob):
+    x = torch.randn(2, 3, 5, 6, 7, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    module = DropBlock3d(drop_prob, 3).train()
+    stages = module.explain(x, torch.Generator().manual_seed(1))
+    assert list(stages) == ["input", "seeds", "mask", "output"]
+    assert torch.equal(stages["output"], module(x, torch.Generator().manual_seed(1)))
+    stages["output"].backward(torch.ones_like(x))
+    mask = stages["mask"]
+    assert torch.allclose(x.grad, mask * mask.numel() / mask.sum())
+    channels_last = x.detach().contiguous(memory_format=torch.channels_last_3d)
+    assert module(channels_last).is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(module.eval()(x), x)
