@@ -34,6 +34,11 @@ def test_layer_and_method_change_the_grid(app_server, page, screenshot, wait_for
     clean, dropout = grid(page)
     assert_no_exception(page)
     assert page.get_by_text("UNTRAINED").first.is_visible()
+    # Hovering a tile of the one-image mosaic names its channel.
+    box = page.locator(GRID_IMAGES).nth(1).bounding_box()  # plotly's drag layer covers it: move the mouse
+    page.mouse.move(box["x"] + 5, box["y"] + 5)
+    page.wait_for_selector(".st-key-features_grid .hoverlayer .hovertext")
+    assert "channel" in page.locator(".st-key-features_grid .hoverlayer").text_content()
     screenshot(page, "features-dropout-stage2")
 
     choose(page, wait_for_app, "Method", "DropBlock")
