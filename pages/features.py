@@ -3,8 +3,7 @@ predictions move when the rest of the network runs on the regularized activation
 from __future__ import annotations
 
 import hashlib
-import tempfile
-from pathlib import Path
+import io
 
 import streamlit as st
 import torch
@@ -24,17 +23,20 @@ from dropviz.viz.figures import stage_row
 
 URL = "query-params"
 RUN_PREFIX, UPLOAD_PREFIX = "run:", "upload:"
+LAST_GOOD = "features_network"  # session state: (arch, weights, version) of the last network that loaded
 
 
 # ---------------------------------------------------------------- cached work (small keys, tensors as _args)
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the network...")
-def network(arch: str, weights: str, version: str = "") -> FeatureModel:
+def network(arch: str, weights: str, version: str = "", _upload: bytes | None = None) -> FeatureModel:
     """One shared model per (architecture, weights, file version); errors are not cached."""
     if weights.startswith(RUN_PREFIX):
-        return load_checkpoint_model(version.split("@")[0], name=weights.removeprefix(RUN_PREFIX))
+        return load_checkpoint_model(version.rpartition("@")[0], name=weights.removeprefix(RUN_PREFIX))
     if weights.startswith(UPLOAD_PREFIX):
-        return load_checkpoint_model(version, arch=arch, name="The uploaded file")
+        if _upload is None:
+            raise WeightsError("The uploaded file is gone; upload it again.")
+        return load_checkpoint_model(io.BytesIO(_upload), arch=arch, name="The uploaded file")
     return load_feature_model(arch, weights)
 
 
@@ -80,6 +82,17 @@ def weights_options(arch: str, checkpoints) -> dict[str, str]:
     return options
 
 
+def previous_network(arch: str) -> tuple[str, str, str, FeatureModel]:
+    """The last network that loaded in this session (random weights if there is none, or it is gone)."""
+    for key in (st.session_state.get(LAST_GOOD), (arch, RANDOM, "")):
+        if key:
+            try:
+                return (*key, network(*key))
+            except (WeightsError, OSError):
+                continue
+    raise AssertionError("random initialisation always loads")
+
+
 def choose_network() -> tuple[FeatureModel, str]:
     """The sidebar's network and weights; a file that cannot be used shows why and the last good model stays."""
     arch = st.selectbox("Network", list(ARCHITECTURES), key="model", bind=URL,
@@ -92,24 +105,20 @@ def choose_network() -> tuple[FeatureModel, str]:
     st.caption(options[weights])
     upload = st.file_uploader("...or upload a checkpoint", type=["pt", "pth", "ckpt"], key="checkpoint_upload",
                               help="A state dict or a dropviz checkpoint; loaded with weights_only=True.")
-    version = ""
+    version, data = "", None
     if upload is not None:
         data = upload.getvalue()
-        digest = hashlib.sha256(data).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"dropviz-upload-{digest}.pt"
-        path.write_bytes(data)
-        weights, version = UPLOAD_PREFIX + digest, str(path)
+        weights = UPLOAD_PREFIX + hashlib.sha256(data).hexdigest()[:16]
     elif weights.startswith(RUN_PREFIX):
         path = next(c.path for c in checkpoints if RUN_PREFIX + c.run_id == weights)
         version = f"{path}@{path.stat().st_mtime_ns}"  # a running job rewrites it every epoch
     try:
-        model = network(arch, weights, version)
-        st.session_state["features_network"] = (arch, weights, version)
+        model = network(arch, weights, version, data)
+        st.session_state[LAST_GOOD] = (arch, weights, version)
     except WeightsError as err:
         st.error(str(err), icon=":material/block:")
-        arch, weights, version = st.session_state.get("features_network", (arch, RANDOM, ""))
-        model = network(arch, weights, version)
-        st.caption("Still showing the previous network.")
+        arch, weights, version, model = previous_network(arch)
+        st.caption(f"Still showing {arch} with {weights} weights.")
     return model, f"{arch}|{weights}|{version}"
 
 

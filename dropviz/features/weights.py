@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import torch
 import torchvision
@@ -90,8 +90,8 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
-def read_checkpoint(path: str | os.PathLike, name: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state dict in ``path`` and what else the file holds (e.g. the trainer's ``config``, ``epoch``),
+def read_checkpoint(path: str | os.PathLike | BinaryIO, name: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict in ``path`` (a file name or an open binary file) and what else it holds (e.g. the trainer's ``config``, ``epoch``),
     loaded with ``weights_only=True``. Accepts a bare state dict or a dict holding one under ``"model"`` /
     ``"state_dict"``; anything else raises :class:`WeightsError` whose message calls the file ``name``."""
     name = name or Path(path).name
@@ -167,7 +167,8 @@ def load_feature_model(arch: str, weights: str = RANDOM, seed: int = 0) -> Featu
     raise WeightsError(f"unknown weights {weights!r}")
 
 
-def load_checkpoint_model(path: str | os.PathLike, arch: str | None = None, name: str | None = None) -> FeatureModel:
+def load_checkpoint_model(path: str | os.PathLike | BinaryIO, arch: str | None = None,
+                          name: str | None = None) -> FeatureModel:
     """The model saved at ``path``: a trainer checkpoint (its ``config`` names the model, dataset and
     regularizer; the input is normalised with statistics of that dataset's training images) or a bare
     state dict for ``arch`` (CIFAR-10 statistics). Refuses, with :class:`WeightsError`, files that are

@@ -1,6 +1,7 @@
 """Weights for the feature-map page: bad files are refused with a message, ImageNet only from the cache."""
 from __future__ import annotations
 
+import io
 import pickle
 import time
 
@@ -121,3 +122,16 @@ def test_a_trainer_checkpoint_whose_weights_do_not_match_its_settings_is_refused
     _trainer_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet56"), RunConfig(model="resnet20"))
     with pytest.raises(WeightsError, match="does not fit ResNet-20"):
         load_checkpoint_model(tmp_path / "checkpoint.pt")
+
+
+def test_an_uploaded_state_dict_is_read_from_memory_for_the_chosen_architecture():
+    source = MODELS["resnet20"]().eval()
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    loaded = load_checkpoint_model(io.BytesIO(buffer.getvalue()), arch="resnet20", name="The uploaded file")
+    assert "The uploaded file" in loaded.weights and "bare state dict" in loaded.weights
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.capture(x, [])[1], source(x))
+    with pytest.raises(WeightsError, match="The uploaded file does not fit ResNet-56"):
+        load_checkpoint_model(io.BytesIO(buffer.getvalue()), arch="resnet56", name="The uploaded file")
