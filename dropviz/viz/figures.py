@@ -9,6 +9,9 @@ through ``make_subplots`` costs tens of milliseconds and megabytes of JSON. Each
   (each colour channel shows that channel's mask), any other channel count as the fraction kept;
 * ``signed``: blue (negative) .. white (0) .. red (positive), symmetric about 0 (e.g. Disout's distortion);
 * ``labels``: integer cluster ids in a qualitative palette.
+
+An ``output`` is drawn on its input's scale times the kept scale (:func:`output_panel`), so kept units look
+like the input and the title says by how much they were scaled.
 """
 from __future__ import annotations
 
@@ -36,10 +39,12 @@ TITLE_SIZE = 15
 
 @dataclass(frozen=True)
 class Panel:
-    """One image of a grid: an ``(H, W)`` or ``(H, W, 3)`` uint8 array and its title."""
+    """One image of a grid: an ``(H, W)`` or ``(H, W, 3)`` uint8 array, its title (also the trace's name)
+    and a note written after the title."""
 
     pixels: np.ndarray
     title: str
+    note: str = ""
 
 
 def stage_kind(name: str, t: torch.Tensor) -> str | None:
@@ -51,8 +56,10 @@ def stage_kind(name: str, t: torch.Tensor) -> str | None:
     return STAGE_KINDS.get(name, "image")
 
 
-def to_pixels(t: torch.Tensor, kind: str = "image") -> np.ndarray:
-    """A stage tensor (``(N, C, H, W)``, ``(C, H, W)`` or ``(H, W)``; first sample shown) as uint8 pixels."""
+def to_pixels(t: torch.Tensor, kind: str = "image", vrange: tuple[float, float] | None = None) -> np.ndarray:
+    """A stage tensor (``(N, C, H, W)``, ``(C, H, W)`` or ``(H, W)``; first sample shown) as uint8 pixels.
+
+    ``vrange`` fixes the values an ``image`` maps to black and white (default: see the module docstring)."""
     t = t.detach().to("cpu", torch.float32)
     while t.dim() > 3:
         t = t[0]
@@ -70,9 +77,14 @@ def to_pixels(t: torch.Tensor, kind: str = "image") -> np.ndarray:
         if t.shape[0] == 3 and not (t == t[:1]).all():
             return _to_uint8(t.permute(1, 2, 0).numpy(), lo, hi)
         return _to_uint8(t.mean(dim=0).numpy(), lo, hi)
-    lo, hi = min(0.0, float(t.min())), max(1.0, float(t.max()))
+    lo, hi = vrange or image_range(t)
     values = t.permute(1, 2, 0).numpy() if t.shape[0] == 3 else t.mean(dim=0).numpy()
     return _to_uint8(values, lo, hi)
+
+
+def image_range(t: torch.Tensor) -> tuple[float, float]:
+    """The values drawn black and white: [0, 1] widened to include everything in ``t``."""
+    return min(0.0, float(t.min())), max(1.0, float(t.max()))
 
 
 def _to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -166,7 +178,8 @@ def image_grid(rows: Sequence[Sequence[Panel | None]], *, row_titles: Sequence[s
             layout[f"yaxis{suffix}"] = dict(domain=y_domain, range=[h - 0.5, -0.5], scaleanchor=f"x{suffix}",
                                             constraintoward="top")
             shapes.append(dict(xref=f"x{suffix}", yref=f"y{suffix}", x0=-0.5, x1=w - 0.5, y0=-0.5, y1=h - 0.5))
-            annotations.append(dict(text=panel.title, x=x0 + cell_w / 2, y=y_domain[1], yanchor="bottom"))
+            annotations.append(dict(text=f"{panel.title} {panel.note}".strip(), x=x0 + cell_w / 2, y=y_domain[1],
+                                    yanchor="bottom"))
         if r < len(row_titles):
             annotations.append(dict(text=f"<b>{row_titles[r]}</b>", x=0, y=(y_domain[0] + y_domain[1]) / 2,
                                     textangle=-90, xanchor="left"))
@@ -192,14 +205,25 @@ def stage_panels(stages: Mapping[str, torch.Tensor], titles: Mapping[str, str] |
     hidden = max(0, len(drawable) - max_panels)
     if hidden:
         drawable = drawable[:max_panels - 1] + drawable[-1:]
-    panels = [Panel(to_pixels(t, kind), titles.get(name, name)) for name, t, kind in drawable]
+    panels = [output_panel(stages, titles.get(name, name)) if name == "output" and "input" in stages
+              else Panel(to_pixels(t, kind), titles.get(name, name)) for name, t, kind in drawable]
     if hidden:
-        panels[-1] = Panel(panels[-1].pixels, f"{panels[-1].title} ({hidden} more not shown)")
+        panels[-1] = Panel(panels[-1].pixels, panels[-1].title, f"{panels[-1].note} ({hidden} more not shown)")
     return panels
 
 
+def output_panel(stages: Mapping[str, torch.Tensor], title: str) -> Panel:
+    """The output drawn on the input's scale divided by the kept scale (e.g. ``1 / (1 - p)``), so a kept
+    unit looks exactly like the input and only what was dropped or distorted stands out; the title says so."""
+    lo, hi = image_range(stages["input"])
+    scale = kept_scale(stages) if "mask" in stages else None
+    if scale is None or scale <= 0 or abs(scale - 1.0) < 1e-3:
+        return Panel(to_pixels(stages["output"], "image", (lo, hi)), title)
+    return Panel(to_pixels(stages["output"], "image", (lo * scale, hi * scale)), title, f"÷ {scale:.2f}")
+
+
 def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] | None = None,
-              width: int = 900, title: str | None = None, max_panels: int = 6) -> go.Figure:
+              width: int = 780, title: str | None = None, max_panels: int = 6) -> go.Figure:
     """The stages of one ``explain()`` call side by side, in order (input, seeds, mask, ..., output).
 
     The height fits square panels into about ``width`` pixels (a wider screen gets the same height)."""
@@ -209,7 +233,7 @@ def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] |
 
 
 def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, columns: int = 4,
-                    width: int = 900) -> go.Figure:
+                    width: int = 780) -> go.Figure:
     """Methods side by side, ``columns`` per band: each band is a row of outputs over a row of masks.
 
     ``results`` maps a column title to the method's stages, or to an error message (its cells stay empty
@@ -225,7 +249,7 @@ def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, 
                 outputs.append(Panel(np.full((8, 8), 230, np.uint8), f"{name}: error"))
                 masks.append(None)
                 continue
-            outputs.append(Panel(to_pixels(stages["output"], "image"), name))
+            outputs.append(output_panel(stages, name))
             masks.append(Panel(to_pixels(stages["mask"], "mask"), f"{name} mask"))
         rows += [outputs, masks]
         row_titles += ["output", "mask"]
@@ -234,21 +258,25 @@ def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, 
     return image_grid(rows, row_titles=row_titles, panel_height=panel_height)
 
 
+def kept_scale(stages: Mapping[str, torch.Tensor]) -> float | None:
+    """``sum(output) / sum(input)`` over the kept units: the factor kept units were scaled by (None if
+    their input sums to ~0)."""
+    x = stages["input"]
+    kept = (stages["mask"] > 0).to(x.dtype)
+    kept_input = float((x * kept).sum())
+    return float((stages["output"] * kept).sum()) / kept_input if abs(kept_input) > 1e-6 else None
+
+
 def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> dict[str, float | int | None]:
     """Numbers that go with one draw: requested vs realised drop fraction, the scale on kept units, and
     how many blocks (DropBlock seeds) or clusters (over all channels) were dropped when the method has them.
 
-    The scale is measured, not assumed: ``sum(output) / sum(input)`` over the kept units (None if their
-    input sums to ~0).
+    The scale is measured, not assumed (:func:`kept_scale`).
     """
-    x, mask, out = stages["input"], stages["mask"].to(torch.float32), stages["output"]
-    kept = (mask > 0).to(x.dtype)
-    kept_input = float((x * kept).sum())
-    scale = float((out * kept).sum()) / kept_input if abs(kept_input) > 1e-6 else None
     stats: dict[str, float | int | None] = {
         "requested drop": drop_prob,
-        "realised drop": float(1.0 - mask.mean()),
-        "kept scale": scale,
+        "realised drop": float(1.0 - stages["mask"].to(torch.float32).mean()),
+        "kept scale": kept_scale(stages),
     }
     if "seeds" in stages:
         seeds = stages["seeds"]

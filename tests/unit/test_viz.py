@@ -77,6 +77,17 @@ def test_stage_row_draws_map_stages_in_order_and_skips_others():
     assert [trace.name for trace in fig.data] == ["input", "block seeds", "mask (white = kept)", "output"]
 
 
+def test_output_is_shown_on_the_inputs_scale_divided_by_the_kept_scale():
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.8  # inputs below 1
+    stages = explain.draw(REGISTRY["dropout"], {"drop_prob": 0.5}, x, seed=0)
+    panel = figures.output_panel(stages, "output")
+    scale = figures.kept_scale(stages)
+    assert scale == pytest.approx(2.0) and (panel.title, panel.note) == ("output", "÷ 2.00")
+    kept = stages["mask"][0].permute(1, 2, 0).numpy() > 0
+    np.testing.assert_array_equal(panel.pixels[kept], to_pixels(x)[kept])  # kept units look like the input
+    assert (panel.pixels[~kept] == 0).all()
+
+
 def test_comparison_grid_keeps_a_column_for_a_failed_method():
     ok = {"input": torch.rand(1, 3, 8, 8), "mask": torch.ones(1, 3, 8, 8), "output": torch.rand(1, 3, 8, 8)}
     fig = figures.comparison_grid({"A": ok, "B": "block_size must be odd", "C": ok}, columns=2)
@@ -108,7 +119,8 @@ def test_long_stage_lists_are_cut_in_the_middle_and_say_so():
     stages = {"input": torch.rand(1, 3, 4, 4), **{f"mask_{i}": torch.ones(1, 3, 4, 4) for i in range(9)},
               "output": torch.rand(1, 3, 4, 4)}
     fig = stage_row(stages, max_panels=4)
-    assert [trace.name for trace in fig.data] == ["input", "mask_0", "mask_1", "output (7 more not shown)"]
+    assert [trace.name for trace in fig.data] == ["input", "mask_0", "mask_1", "output"]
+    assert fig.layout.annotations[-1].text.endswith("(7 more not shown)")
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
