@@ -36,6 +36,7 @@ class FeatureModel:
     weights: str
     trained: bool
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # channels-last convolutions are about 30% faster on CPU (oneDNN); results are the same
@@ -51,9 +52,11 @@ class FeatureModel:
         return x.contiguous(memory_format=torch.channels_last)
 
     def layer_shapes(self) -> dict[str, tuple[int, int, int]]:
-        """``(C, H, W)`` of every feature layer for an input of ``input_size`` pixels."""
-        acts, _ = self.capture(torch.zeros(1, 3, self.input_size, self.input_size))
-        return {name: tuple(a.shape[1:]) for name, a in acts.items()}
+        """``(C, H, W)`` of every feature layer for an input of ``input_size`` pixels (one pass, then kept)."""
+        if not self._shapes:
+            acts, _ = self.capture(torch.zeros(1, 3, self.input_size, self.input_size))
+            self._shapes.update({name: tuple(a.shape[1:]) for name, a in acts.items()})
+        return dict(self._shapes)
 
     def capture(self, x: torch.Tensor, names: list[str] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Clean pass: the activations of ``names`` (default: every feature layer) and the logits."""
