@@ -178,8 +178,8 @@ st.plotly_chart(fig.before_after(clean, effect.stages["output"], channels,
                                  titles=(f"{layer}: clean", f"after {spec.display_name} (first draw)")),
                 key="features_grid", config=plotly_config(f"features-{layer}"))
 st.caption(f"{shown} of {n_channels} channels, most active first (mean |activation|); each divided by its "
-           f"clean maximum (kept units the regularizer scales above it show the top colour). {1 - kept:.1%} of this layer's units dropped in the first draw. Hover a tile for "
-           "its channel.")
+           "clean maximum (kept units the regularizer scales above it show the top colour). "
+           f"{1 - kept:.1%} of this layer's units dropped in the first draw. Hover a tile for its channel.")
 
 if "clusters" in effect.stages:
     st.plotly_chart(fig.cluster_mosaic(effect.stages["clusters"], channels, effect.stages.get("mask")),

@@ -18,8 +18,12 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights
 
+from dropviz.data.datasets import DatasetError, channel_stats, load_split
 from dropviz.data.images import CIFAR10_CLASSES
-from dropviz.models import MODELS, ResNet
+from dropviz.models import MODELS, ResNet, build_model
+from dropviz.train.config import RunConfig
+from dropviz.train.db import DB_NAME, RunsDB, run_dir
+from dropviz.train.engine import CHECKPOINT
 
 from .extract import FeatureModel
 
@@ -90,10 +94,12 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
     return state
 
 
-def read_checkpoint(path: str | os.PathLike | BinaryIO, name: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state dict in ``path`` (a file name or an open binary file) and what else it holds (e.g. the trainer's ``config``, ``epoch``),
-    loaded with ``weights_only=True``. Accepts a bare state dict or a dict holding one under ``"model"`` /
-    ``"state_dict"``; anything else raises :class:`WeightsError` whose message calls the file ``name``."""
+def read_checkpoint(path: str | os.PathLike | BinaryIO, name: str | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict in ``path`` (a file name or an open binary file) and what else it holds (e.g. the
+    trainer's ``config``, ``epoch``), loaded with ``weights_only=True``. Accepts a bare state dict or a dict
+    holding one under ``"model"`` / ``"state_dict"``; anything else raises :class:`WeightsError` whose
+    message calls the file ``name``."""
     name = name or Path(path).name
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -147,8 +153,8 @@ RANDOM, IMAGENET = "random", "imagenet"
 
 
 def load_feature_model(arch: str, weights: str = RANDOM, seed: int = 0) -> FeatureModel:
-    """``ARCHITECTURES[arch]`` with ``weights``: ``"random"`` (initialised from ``seed``), ``"imagenet"``
-    (ResNet-18 ImageNet only, from the local cache) or the path of a checkpoint."""
+    """``ARCHITECTURES[arch]`` with ``weights``: ``"random"`` (initialised from ``seed``) or ``"imagenet"``
+    (ResNet-18 ImageNet only, from the local cache). Checkpoints: :func:`load_checkpoint_model`."""
     if arch not in ARCHITECTURES:
         raise WeightsError(f"model must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
     spec = ARCHITECTURES[arch]
@@ -182,8 +188,6 @@ def load_checkpoint_model(path: str | os.PathLike | BinaryIO, arch: str | None =
     spec = ARCHITECTURES[arch]
     n_classes = _classifier_outputs(state)
     if config:
-        from dropviz.models import build_model
-
         try:
             model = build_model(config.model, num_classes=n_classes, regularizer=config.regularizer,
                                 params=config.params)
@@ -201,11 +205,9 @@ def load_checkpoint_model(path: str | os.PathLike | BinaryIO, arch: str | None =
                         trained=True)
 
 
-def _run_config(raw: Any, name: str):
+def _run_config(raw: Any, name: str) -> RunConfig | None:
     if raw is None:
         return None
-    from dropviz.train.config import RunConfig
-
     try:
         return RunConfig.from_dict(json.loads(raw) if isinstance(raw, str) else dict(raw))
     except (ValueError, TypeError) as err:
@@ -233,16 +235,14 @@ def _adopt_unset_buffers(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
             setattr(module, attr, value.clone())
 
 
-def _data_description(config, n_classes: int) -> tuple[tuple[str, ...], tuple, tuple, str]:
+def _data_description(config: RunConfig | None, n_classes: int) -> tuple[tuple[str, ...], tuple, tuple, str]:
     """Class names and normalisation of a run's dataset: for local datasets measured on up to 2,000 of its
     training images (the trainer uses all of them: the difference is a fraction of a percent), otherwise
     CIFAR-10's published statistics (what the trainer measures on CIFAR-10)."""
     if config is not None and config.dataset in ("digits", "imagefolder"):  # local data only: never a download
-        from dropviz.data.datasets import channel_stats, load_split
-
         try:
             data = load_split(config.dataset, "train", config.data_dir, limit=2000, seed=0)
-        except Exception:  # missing or unreadable data: the weights are still worth a look
+        except (DatasetError, OSError, ValueError):  # missing or unreadable data: the weights are still worth a look
             data = None
         if data is not None and len(data.classes) == n_classes:
             mean, std = channel_stats(data)
@@ -269,9 +269,6 @@ class RunCheckpoint:
 
 def run_checkpoints(runs_dir: str | os.PathLike) -> list[RunCheckpoint]:
     """Checkpoints of the runs in ``runs_dir`` (newest first); runs without one yet are left out."""
-    from dropviz.train.db import DB_NAME, RunsDB, run_dir
-    from dropviz.train.engine import CHECKPOINT
-
     if not (Path(runs_dir) / DB_NAME).is_file():
         return []
     db = RunsDB(runs_dir)
