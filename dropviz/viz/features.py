@@ -94,8 +94,8 @@ def normalise_channels(clean: torch.Tensor, *others: torch.Tensor) -> list[torch
 
 
 def _mosaic_figure(panels: Sequence[tuple[str, np.ndarray]], markers: Sequence[go.Scatter],
-                   title: str | None, panel_height: int) -> go.Figure:
-    fig = image_grid([[Panel(pixels, name) for name, pixels in panels]], panel_height=panel_height, title=title)
+                   panel_height: int) -> go.Figure:
+    fig = image_grid([[Panel(pixels, name) for name, pixels in panels]], panel_height=panel_height)
     for image in fig.data:
         image.hoverinfo = "skip"  # the tile markers answer hovers; pixel coordinates mean little here
     fig.add_traces(list(markers))
@@ -105,17 +105,6 @@ def _mosaic_figure(panels: Sequence[tuple[str, np.ndarray]], markers: Sequence[g
     if any(m.marker.showscale for m in markers):
         fig.update_layout(margin_r=90)
     return fig
-
-
-def channel_mosaic(maps: torch.Tensor, channels: Sequence[int], title: str = "", *, panel_height: int = 420
-                   ) -> go.Figure:
-    """``channels`` of a ``(C, H, W)`` activation as one tiled image, each channel on its own range."""
-    maps, = normalise_channels(maps.float())
-    columns = mosaic_columns(len(channels))
-    lo = min(0.0, float(maps[list(channels)].min()))
-    pixels = _colorize(tile(maps, channels, columns), lo, 1.0)
-    return _mosaic_figure([(title or "channels", pixels)], [_tile_markers(maps, channels, columns, "", "")],
-                          None, panel_height)
 
 
 def before_after(clean: torch.Tensor, regularized: torch.Tensor, channels: Sequence[int],
@@ -133,7 +122,7 @@ def before_after(clean: torch.Tensor, regularized: torch.Tensor, channels: Seque
               (titles[1], _colorize(tile(regularized, picked, columns), lo, hi))]
     markers = [_tile_markers(clean, picked, columns, "", titles[0]),
                _tile_markers(regularized, picked, columns, "2", titles[1], colorbar)]
-    return _mosaic_figure(panels, markers, None, panel_height)
+    return _mosaic_figure(panels, markers, panel_height)
 
 
 def cluster_mosaic(labels: torch.Tensor, channels: Sequence[int], mask: torch.Tensor | None = None, *,
@@ -153,7 +142,7 @@ def cluster_mosaic(labels: torch.Tensor, channels: Sequence[int], mask: torch.Te
     marker = _tile_markers(labels.float(), picked, columns, "", "cluster map")
     marker.hovertemplate = "channel %{customdata[0]}<extra></extra>"
     title = f"cluster map per channel ({n_clusters} cluster ids; black = dropped in the first draw)"
-    return _mosaic_figure([(title, _enlarge(pixels))], [marker], None, panel_height)
+    return _mosaic_figure([(title, _enlarge(pixels))], [marker], panel_height)
 
 
 def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.Figure:
