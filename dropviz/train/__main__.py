@@ -15,13 +15,15 @@ import signal
 import sys
 from dataclasses import fields
 
+import torch.distributed
+
 from dropviz.data.datasets import DATASETS
 from dropviz.models import MODELS, PLACEMENT
 from dropviz.regularizers import REGISTRY
 
 from .config import DEVICES, SCHEDULES, ConfigError, RunConfig, flag, regularizer_names
 from .db import RunsDB, check_run_id
-from .engine import train_run
+from .engine import distributed, train_run
 from .jobs import JobManager, default_runs_dir
 
 EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130}
@@ -105,10 +107,17 @@ def main(argv: list[str] | None = None) -> int:
             config = config_from_args(args).validate()
         except ConfigError as error:
             p.error(str(error))
-        db = RunsDB(runs_dir)
-        run_id = db.create_run(config, status="starting")
-        print(f"run {run_id} in {runs_dir}", file=sys.stderr)
+        rank, world_size = distributed()
+        run_id = RunsDB(runs_dir).create_run(config, status="starting") if rank == 0 else None
+        if world_size > 1:  # under torchrun: one run, registered by rank 0
+            shared = [run_id]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            run_id = shared[0]
+        if rank == 0:
+            print(f"run {run_id} in {runs_dir}", file=sys.stderr)
         status = train_run(runs_dir, run_id, progress)
+        if rank > 0:
+            return EXIT_CODES.get(status, 1)
     run = RunsDB(runs_dir).run(run_id) or {}
     print(f"run {run_id}: {status}" + (f"\n{run.get('error')}" if run.get("error") else ""), file=sys.stderr)
     return EXIT_CODES.get(status, 1)

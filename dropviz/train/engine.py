@@ -98,12 +98,14 @@ def lr_factor(step: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
 
-def _distributed() -> tuple[int, int]:
+def distributed() -> tuple[int, int]:
     """``(rank, world_size)``; starts the process group when launched by ``torchrun``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1
     if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world_size
 
@@ -115,7 +117,7 @@ def train_run(runs_dir: str | Path, run_id: str, progress: bool | None = None) -
     """
     runs_dir = Path(runs_dir)
     folder = run_dir(runs_dir, run_id)
-    rank, world_size = _distributed()
+    rank, world_size = distributed()
     db = RunsDB(runs_dir) if rank == 0 else None
     try:
         reader = db or RunsDB(runs_dir)

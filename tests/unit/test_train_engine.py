@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -71,3 +74,18 @@ def test_missing_dataset_fails_the_run_with_a_message(tmp_path):
     assert train_run(tmp_path, run_id, progress=False) == "failed"
     error = RunsDB(tmp_path).run(run_id)["error"]
     assert "no folder" in error and "Traceback" not in error
+
+
+def test_torchrun_two_processes_make_one_run(tmp_path):
+    # DistributedDataParallel with the gloo backend on CPU: each process trains on half of every epoch.
+    port = 29_500 + os.getpid() % 1000
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+         "-m", "dropviz.train", "--dataset", "digits", "--limit-train", "256", "--limit-test", "64", "--epochs", "1",
+         "--batch-size", "32", "--log-every", "1", "--runs-dir", str(tmp_path), "--no-progress"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [run] = RunsDB(tmp_path).runs()
+    assert run["status"] == "finished" and run["device"] == "cpu x2"
+    assert run["total_steps"] == 256 // 2 // 32  # steps per process
+    assert len(RunsDB(tmp_path).steps(run["id"])) == 4 and len(RunsDB(tmp_path).epochs(run["id"])) == 1
