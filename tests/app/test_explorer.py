@@ -60,6 +60,9 @@ def test_default_view_shows_dropout_stages_and_numbers(app_env):
     assert metrics(at)["requested drop"] == "0.100"
     assert [s.key for s in at.slider] == ["drop_prob"]  # only the parameters Dropout uses
     assert "Dropout" in [h.value for h in at.subheader] and at.latex  # the explanation and its formula
+    # The toolbar's camera button downloads the figure as PNG.
+    config = json.loads(at.get("plotly_chart")[0].proto.config)
+    assert config["toImageButtonOptions"] == {"format": "png", "scale": 2, "filename": "dropviz-dropout"}
 
 
 def test_drop_prob_zero_keeps_every_unit(app_env):
