@@ -56,7 +56,7 @@ def cluster_labels(model_id: str, image_id: str, layer: str, n_clusters: int, _m
     return fit_clusters(_model, layer, batch, REGISTRY["dropcluster"].make(n_clusters=n_clusters))
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner=False)  # up to a few MB each at 224 x 224
 def regularized_pass(model_id: str, image_id: str, layer: str, method: str, params: tuple, n_draws: int,
                      seed: int, _model: FeatureModel, _x: torch.Tensor, _clean: torch.Tensor) -> LayerEffect:
     """The regularizer on the cached clean activation, then the layers after it (nothing before)."""

@@ -3,7 +3,8 @@
 A model is used in ``eval()`` mode throughout (BatchNorm uses its running statistics); only the
 regularizer runs as in training. The clean pass records activations with forward hooks, added for one
 call and removed afterwards under the model's lock (one cached model is shared by every session of the
-app). The regularized pass starts from a clean activation and runs only the layers after it.
+app). The regularized pass starts from a clean activation and runs only the layers after it (under the same
+lock, so that a concurrent capture's hooks never see its tensors).
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class FeatureModel:
         layers after it, in order, then the pooling and the head (a ResNet is the chain
         ``stem -> blocks -> pool -> head``; from a clean activation it gives the model's own logits)."""
         names = list(self.layers)
-        with torch.no_grad():
+        with self.lock, torch.no_grad():  # under the lock: another session's capture hooks must not see this
             for name in names[names.index(layer) + 1:]:
                 activation = self.layers[name](activation)
             return self.model.head(self.model.pool(activation))

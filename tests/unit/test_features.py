@@ -62,6 +62,19 @@ def test_downstream_of_a_clean_activation_gives_the_models_logits(resnet20, imag
         torch.testing.assert_close(resnet20.downstream(layer, activation), logits)
 
 
+def test_downstream_runs_under_the_models_lock(resnet20, image):
+    """A capture in another session adds hooks to the shared model: the layers must not run meanwhile."""
+    acts, _ = resnet20.capture(image, ["stem"])
+    seen = []
+    handle = resnet20.layers["stage3.block3"].register_forward_hook(
+        lambda module, inputs, output: seen.append(resnet20.lock.locked()))
+    try:
+        resnet20.downstream("stem", acts["stem"])
+    finally:
+        handle.remove()
+    assert seen == [True]
+
+
 @pytest.mark.parametrize("layer", ["stem", "stage2.block1", "stage3.block3"])
 def test_regularizer_is_applied_only_at_the_chosen_layer(resnet20, image, layer):
     acts, _ = resnet20.capture(image, [layer])
