@@ -31,6 +31,7 @@ import torch.nn.functional as F
 # The sparse sampler's cost grows with the expected number of dropped units per unit, gamma * block area,
 # and overlap bookkeeping; beyond this the dense sampler wins (measured on CPU, k = 1..5).
 SPARSE_MAX_COVERAGE = 0.5
+SPARSE_MAX_CANDIDATE_RATE = 0.25
 
 
 def clip_block(spatial: tuple[int, ...], block_size: int) -> tuple[int, ...]:
@@ -195,8 +196,10 @@ def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[i
     if sampler == "auto":
         sampler = "dense"
         if x.device.type == "cpu" and not torch.compiler.is_compiling():
-            ceiling = gamma if isinstance(gamma, float) else float(gamma.max())
-            if ceiling * math.prod(block) <= SPARSE_MAX_COVERAGE:
+            # Per-position rates are thinned from candidates at the largest rate (cheap: no blocks yet);
+            # the blocks' bookkeeping grows with the mean rate.
+            mean, ceiling = (gamma, gamma) if isinstance(gamma, float) else (float(gamma.mean()), float(gamma.max()))
+            if mean * math.prod(block) <= SPARSE_MAX_COVERAGE and ceiling <= SPARSE_MAX_CANDIDATE_RATE:
                 sampler = "sparse"
     if sampler == "sparse":
         return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds)
