@@ -37,4 +37,4 @@ fi
 shown_host=$HOST
 [ "$HOST" = "0.0.0.0" ] && shown_host=$(hostname -I 2>/dev/null | awk '{print $1}')
 echo ">> dropviz dashboard: http://${shown_host:-$HOST}:$PORT   (Ctrl+C stops it)"
-exec "$PY" -m streamlit run app.py --server.address "$HOST" --server.port "$PORT"
+exec "$PY" -m dropviz.ui.launch run app.py --server.address "$HOST" --server.port "$PORT"

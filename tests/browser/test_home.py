@@ -42,3 +42,15 @@ def test_navigation_reaches_every_page(app_server, page, screenshot, wait_for_ap
         assert page.locator('[data-testid="stMain"] [data-testid="stElementContainer"]').count() > 0, \
             f"{title} rendered nothing"
         screenshot(page, f"page-{Path(path).stem}")
+
+
+def test_a_deep_link_is_the_first_visit_of_a_fresh_server(app_server_factory, page, screenshot):
+    """A shared link opened before anyone visited the home page still gets app.py's navigation and logo
+    (Streamlit would otherwise run the page file alone, as a legacy folder-based app)."""
+    server = app_server_factory()
+    server.open(page, "lecture?chapter=dropblock&step=2")
+    labels = [label.get_attribute("label") for label in page.locator(f"{NAV_LINK} span[label]").all()]
+    assert labels == [title for _, title, *_ in available_pages()]
+    assert page.locator('[data-testid="stSidebarLogo"], [data-testid="stLogo"]').count() > 0
+    assert page.locator(EXCEPTION).count() == 0
+    screenshot(page, "deep-link-fresh-server")
