@@ -148,6 +148,7 @@ def cluster_mosaic(labels: torch.Tensor, channels: Sequence[int], mask: torch.Te
 def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.Figure:
     """Clean probability vs. the mean over ``n_draws`` regularized passes (bar = mean, whisker = min..max)."""
     labels = [row.label for row in rows]
+    top = max(max(row.clean, row.high) for row in rows)
     fig = go.Figure([
         go.Bar(name="clean", y=labels, x=[row.clean for row in rows], orientation="h", marker_color=CLEAN_COLOR,
                hovertemplate="%{y}: %{x:.3f}<extra>clean</extra>"),
@@ -158,7 +159,7 @@ def topk_bars(rows: Sequence[Prediction], n_draws: int, agreement: float) -> go.
                hovertemplate="%{y}: %{x:.3f}<extra>regularized mean</extra>"),
     ])
     fig.update_layout(barmode="group", yaxis=dict(autorange="reversed", type="category"),  # "0".."9" stay labels
-                      xaxis=dict(range=[0, 1], title="probability"),
+                      xaxis=dict(range=[0, min(1.0, 1.15 * top)], title="probability"),  # small ones readable too
                       title=dict(text=f"Top-5 classes<br><sup>top-1 unchanged in {agreement:.0%} of {n_draws} "
                                       "draws</sup>", x=0, xanchor="left"),
                       legend=dict(orientation="h", y=-0.3), margin=dict(l=10, r=10, t=60, b=10), height=380,
