@@ -3,9 +3,9 @@
     PYTHONPATH=. .venv/bin/python bench/train.py                      # CPU, batch 128, all threads
     PYTHONPATH=. .venv/bin/python bench/train.py --device cuda         # bf16 autocast, channels-last
 
-Each round runs ``--steps`` SGD steps (forward, loss, backward, update, scheduler step: what
-``python -m dropviz.train`` does per step) for every model in turn, so a busy machine slows all alike; the
-figure is the median over rounds of images/s and of the overhead ``time / time(none) - 1`` in the same round.
+Models take turns one training step at a time (forward, loss, backward, SGD update, drop-rate schedule step:
+what ``python -m dropviz.train`` does per step), so a busy machine slows all alike; each model's figure is
+the median step time over ``--steps`` steps, and the overhead is ``median / median(none) - 1``.
 Regularizers sit where :mod:`dropviz.models.placement` puts them, with their registry defaults.
 Goal: under 5% overhead on CPU for every method but DropCluster.
 """
@@ -61,8 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=4, help="steps per model per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -70,16 +69,16 @@ def main() -> None:
     for step in steps.values():
         timed(step, args.warmup, device)
     seconds = {name: [] for name in steps}
-    for _ in range(args.rounds):
+    for _ in range(args.steps):
         for name, step in steps.items():
-            seconds[name].append(timed(step, args.steps, device))
+            seconds[name].append(timed(step, 1, device))
+    base = statistics.median(seconds["none"])
     print(f"ResNet-20 training steps, batch {args.batch_size}, {device} ({torch.get_num_threads()} threads), "
-          f"median of {args.rounds} rounds x {args.steps} steps")
+          f"median of {args.steps} steps each")
     print(f"{'regularizer':<14} {'images/s':>9} {'overhead vs none':>17}")
     for name, times in seconds.items():
-        speed = statistics.median(args.batch_size * args.steps / t for t in times)
-        overhead = statistics.median(t / base - 1 for t, base in zip(times, seconds["none"]))
-        print(f"{name:<14} {speed:>9.0f} {overhead:>+16.1%}")
+        median = statistics.median(times)
+        print(f"{name:<14} {args.batch_size / median:>9.0f} {median / base - 1:>+16.1%}")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from dropviz.models import MODELS, PLACEMENT
 from dropviz.regularizers import REGISTRY
 
 from .config import DEVICES, SCHEDULES, ConfigError, RunConfig, flag, regularizer_names
-from .db import RunsDB, check_run_id
+from .db import ACTIVE, RunsDB, check_run_id
 from .engine import distributed, train_run
-from .jobs import JobManager, default_runs_dir
+from .jobs import JobManager, default_runs_dir, worker_alive
 
 EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130}
 
@@ -97,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             check_run_id(run_id)
         except ValueError as error:
             p.error(str(error))
-        if RunsDB(runs_dir).run(run_id) is None:
+        db = RunsDB(runs_dir)
+        run = db.run(run_id)
+        if run is None:
             p.error(f"no run {run_id} in {runs_dir}")
+        if args.resume:
+            if run["status"] in ACTIVE and worker_alive(run["pid"], run_id):
+                p.error(f"run {run_id} is {run['status']} in process {run['pid']}; cancel it first")
+            db.update_run(run_id, cancel_requested=0)  # an earlier cancel request does not stop this resume
         status = train_run(runs_dir, run_id, progress)
         if args.worker:  # this slot is free now: start whatever waits in the queue
             JobManager(runs_dir).schedule()
