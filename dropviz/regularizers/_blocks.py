@@ -171,6 +171,12 @@ class BlockDraw(NamedTuple):
     seeds: torch.Tensor | None
 
 
+def sparse_ok(x: torch.Tensor) -> bool:
+    """Whether the sparse samplers may run: on the CPU, outside ``torch.compile`` (they synchronise and use
+    NumPy for the index arithmetic)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     if x.is_contiguous():
         return torch.contiguous_format
@@ -195,7 +201,7 @@ def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[i
     valid = _valid_shape(spatial, block)
     if sampler == "auto":
         sampler = "dense"
-        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if sparse_ok(x):
             # Per-position rates are thinned from candidates at the largest rate (cheap: no blocks yet);
             # the blocks' bookkeeping grows with the mean rate.
             mean, ceiling = (gamma, gamma) if isinstance(gamma, float) else (float(gamma.mean()), float(gamma.max()))
@@ -319,16 +325,18 @@ class _DropUnits(torch.autograd.Function):
         return _DropUnits.apply(grad, dropped, ctx.scale, None, ctx.memory_format), None, None, None, None
 
 
-def drop_units(x: torch.Tensor, draw: BlockDraw, scale: float, values: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply a sparse draw whose mask has ``x``'s shape: ``x * scale``, dropped units 0 (or ``values``)."""
-    return _DropUnits.apply(x, draw.dropped, scale, values, _memory_format(x))
+def drop_units(x: torch.Tensor, dropped: torch.Tensor, scale: float,
+               values: torch.Tensor | None = None) -> torch.Tensor:
+    """``x * scale`` with the units at storage offsets ``dropped`` (in ``x``'s memory format, each once) set
+    to 0 or to ``values``; differentiable (see :class:`_DropUnits`)."""
+    return _DropUnits.apply(x, dropped, scale, values, _memory_format(x))
 
 
 def apply_draw(x: torch.Tensor, draw: BlockDraw) -> torch.Tensor:
     """``x * keep / kept_fraction`` for any draw: sparse with a per-channel mask without materialising
     it, otherwise by multiplying with the (broadcast) scaled mask, whose gradient is one multiply too."""
     if draw.dropped is not None and tuple(draw.shape) == tuple(x.shape):
-        return drop_units(x, draw, sparse_scale(draw))
+        return drop_units(x, draw.dropped, sparse_scale(draw))
     scaled, _ = scaled_mask(draw, x)
     return x * scaled
 

@@ -78,7 +78,7 @@ class Disout(Regularizer):
             noise = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
             if sigma.numel() > 1:
                 sigma = sigma[(draw.dropped // _blocks.mask_strides(x.shape, x)[1]) % x.shape[1]]
-            out = _blocks.drop_units(x, draw, scale, (noise * (sigma * scale)).to(x.dtype))
+            out = _blocks.drop_units(x, draw.dropped, scale, (noise * (sigma * scale)).to(x.dtype))
             scale = torch.tensor(scale)
         else:
             scaled, scale = _blocks.scaled_mask(draw, x)

@@ -10,10 +10,26 @@ from ._checks import check_block_size, check_drop_prob, check_rank
 
 def dropout_mask(x: torch.Tensor, drop_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Bernoulli keep-mask (1 = kept) of ``x``'s shape, dtype and memory format."""
+    return _blocks.keep_mask(dropout_draw(x, drop_prob, generator), x)
+
+
+def dropout_draw(x: torch.Tensor, drop_prob: float, generator: torch.Generator | None = None,
+                 sampler: str = "auto") -> _blocks.BlockDraw:
+    """One dropout draw: i.i.d. Bernoulli(``drop_prob``) drops of ``x``'s units, as a block draw with
+    blocks of one unit. ``"sparse"`` (the default on CPU for ``drop_prob <= 0.25``) draws only the dropped
+    units' positions (:func:`~dropviz.regularizers._blocks.bernoulli_positions`; all units are alike, so
+    they serve directly as storage offsets); ``"dense"`` draws one float32 uniform per unit (a float16 or
+    bfloat16 uniform would be too coarse to hit ``drop_prob`` exactly). Same law either way."""
     drop_prob = check_drop_prob(drop_prob)
-    # float32 noise: a float16/bfloat16 uniform is too coarse to hit drop_prob exactly
+    if sampler == "auto":
+        sampler = "sparse" if _blocks.sparse_ok(x) and drop_prob <= _blocks.SPARSE_MAX_CANDIDATE_RATE else "dense"
+    if sampler == "sparse":
+        positions = _blocks.bernoulli_positions(x.numel(), drop_prob, generator, x.device)
+        return _blocks.BlockDraw(tuple(x.shape), None, torch.from_numpy(positions).to(x.device), None)
+    if sampler != "dense":
+        raise ValueError(f"sampler must be 'auto', 'sparse' or 'dense', got {sampler!r}")
     noise = torch.empty_like(x, dtype=torch.float32).uniform_(generator=generator)
-    return (noise >= drop_prob).to(x.dtype)
+    return _blocks.BlockDraw(tuple(x.shape), noise >= drop_prob, None, None)
 
 
 def drop_path_mask(x: torch.Tensor, drop_prob: float, mode: str = "row",

@@ -7,9 +7,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import functional as F_
 from ._checks import check_drop_prob, check_positive_int
 from .base import Regularizer
+from .dropout import dropout_stages
 
 
 class MultiSampleDropout(Regularizer):
@@ -29,14 +29,13 @@ class MultiSampleDropout(Regularizer):
         self.n_samples = check_positive_int(n_samples, "n_samples")
         self.drop_prob = check_drop_prob(drop_prob)
 
-    def _samples(self, x, generator):
-        scale = 1.0 / (1.0 - self.drop_prob)
+    def _samples(self, x, generator, explain=False):
         for _ in range(self.n_samples):
-            mask = F_.dropout_mask(x, self.drop_prob, generator)
-            yield mask, self.head(x * (mask * scale))
+            stages = dropout_stages(x, self.drop_prob, generator, explain)
+            yield stages.get("mask"), self.head(stages["output"])
 
     def stages(self, x, generator, explain):
-        masks, outputs = zip(*self._samples(x, generator))
+        masks, outputs = zip(*self._samples(x, generator, explain))
         out = sum(outputs[1:], outputs[0]) / self.n_samples  # a sum keeps the head's memory format
         if not explain:
             return {"output": out}
