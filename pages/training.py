@@ -49,13 +49,14 @@ def launch_form() -> None:
     batch_size = right.number_input("Batch size", 8, 4096, 128, key="train_batch_size")
     lr = right.number_input("Learning rate", 0.0001, 10.0, 0.1, format="%.4f", key="train_lr")
     limit_train = right.number_input("Training images (0 = all)", 0, 1_000_000, 4000, step=500, key="train_limit")
-    device = right.selectbox("Device", DEVICES, key="train_device")
-    seed = right.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+    limit_test = right.number_input("Test images (0 = all)", 0, 1_000_000, 2000, step=500, key="train_limit_test")
+    device = left.selectbox("Device", DEVICES, key="train_device")
+    seed = left.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
     if st.button("Launch run", type="primary", disabled=READ_ONLY, key="train_launch", icon=":material/play_arrow:"):
         config = RunConfig(model=model, dataset=dataset, data_dir=None if dataset == "digits" else folder,
                            regularizer=regularizer, params=params, schedule=schedule, epochs=int(epochs),
                            batch_size=int(batch_size), lr=float(lr), seed=int(seed), device=device,
-                           limit_train=int(limit_train) or None, limit_test=2000 if limit_train else None)
+                           limit_train=int(limit_train) or None, limit_test=int(limit_test) or None)
         try:
             run_id = manager.launch(config)
         except (ConfigError, ReadOnlyError) as error:

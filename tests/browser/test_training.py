@@ -53,8 +53,10 @@ def test_launch_a_tiny_run_and_watch_its_curve_grow(app_server, page, screenshot
             break
         page.wait_for_timeout(500)
     assert runs[0]["status"] == "finished", (runs[0]["error"], app_server.log_tail())
-    page.get_by_text("(finished)").first.wait_for(timeout=30_000)  # the run picker shows the final status
-    wait_for_app(page)
+    db = RunsDB(app_server.runs_dir)
+    logged = len(db.steps(runs[0]["id"])) + len(db.epochs(runs[0]["id"]))
+    # the next refresh draws every logged row: each train step row and each test epoch row is one point
+    page.wait_for_function(f"() => ({POINTS})().reduce((a, b) => a + b, 0) === {logged}", timeout=30_000)
     seen.append(sum(page.evaluate(POINTS)))
     drawn = [n for n in seen if n > 0]
     assert drawn and drawn[0] < drawn[-1], seen  # the curve appeared while the run ran, then grew
