@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from dropviz.regularizers import REGISTRY, Regularizer
+from dropviz.regularizers import REGISTRY, MultiSampleDropout, Regularizer
 
 from .resnet import ResNet, ShortcutA
 
@@ -51,7 +51,6 @@ def insert_regularizer(model: ResNet, name: str, params: dict[str, Any] | None =
     where = PLACEMENT[name]
     blocks = [b for stage in model.stages for b in stage]
     if name == "multisample":
-        from dropviz.regularizers import MultiSampleDropout
         model.head = MultiSampleDropout(model.head, n_samples=params["n_samples"], drop_prob=drop_prob)
     elif where == "head":
         model.head_drop = make(drop_prob)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dropviz.models import MODELS, PLACEMENT, Block, ShortcutA, build_model, regularizers
-from dropviz.regularizers import REGISTRY, Regularizer
+from dropviz.regularizers import REGISTRY, MultiSampleDropout, Regularizer
 
 torch.set_num_threads(1)
 
@@ -83,3 +83,42 @@ def test_every_placed_regularizer_trains_a_step_and_is_identity_in_eval(name):
     assert logits.shape == (8, 10) and torch.isfinite(loss)
     model.eval()
     assert torch.equal(model(x), model(x))
+
+
+def test_droppath_rate_rises_linearly_with_depth():
+    model = build_model("resnet20", regularizer="droppath", params={"drop_prob": 0.3})
+    blocks = [b for stage in model.stages for b in stage]
+    rates = [b.drop_residual.drop_prob for b in blocks]
+    assert rates == pytest.approx([0.3 * (i + 1) / 9 for i in range(9)])  # p * l / L over 9 blocks
+    assert all(isinstance(b.drop_mid, torch.nn.Identity) for b in blocks)
+
+
+def test_dropblock_sits_in_the_last_two_stages_at_a_quarter_then_the_full_rate():
+    model = build_model("resnet18", regularizer="dropblock", params={"drop_prob": 0.2, "block_size": 3})
+    stage1, stage2, stage3, stage4 = model.stages
+    assert not any(isinstance(m, Regularizer) for m in [*stage1.modules(), *stage2.modules()])
+    assert [m.drop_prob for m in stage3.modules() if isinstance(m, Regularizer)] == pytest.approx([0.05] * 5)
+    assert [m.drop_prob for m in stage4.modules() if isinstance(m, Regularizer)] == pytest.approx([0.2] * 5)
+    # both convs of both blocks, plus the projection shortcut of each stage's first block
+    assert sum(isinstance(m, Regularizer) for m in stage4.modules()) == 5
+
+
+def test_disout_sits_only_in_the_last_stage():
+    model = build_model("resnet20", regularizer="disout")
+    counts = [sum(isinstance(m, Regularizer) for m in stage.modules()) for stage in model.stages]
+    assert counts == [0, 0, 6]
+
+
+def test_multisample_dropout_wraps_the_head_and_gives_the_training_loss():
+    model = build_model("resnet20", regularizer="multisample", params={"drop_prob": 0.5, "n_samples": 4})
+    assert isinstance(model.head, MultiSampleDropout) and model.head.n_samples == 4
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    ce = torch.nn.functional.cross_entropy
+    torch.manual_seed(1)
+    loss, logits = model.loss(x, y, ce)
+    torch.manual_seed(1)
+    assert loss.item() == pytest.approx(model.head.loss(model.features(x), y, ce).item())  # the head's own loss
+    assert logits.shape == (6, 10)
+    model.eval()
+    assert torch.allclose(model(x), model.head.head(model.features(x)))  # eval: the plain head
+    assert model.loss(x, y, ce)[0].item() == pytest.approx(ce(model(x), y).item())
