@@ -183,11 +183,13 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
     start_epoch = 0
     checkpoint = folder / CHECKPOINT
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["lr_scheduler"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start_epoch = state["epoch"]
     for schedule in drop_schedules:  # the schedule is a function of the step: replay it to where we are
         for _ in range(start_epoch * steps_per_epoch):
@@ -207,8 +209,9 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        epoch_sums = torch.zeros(3, device=device)  # loss * n, correct, n: summed on the device, no sync
-        window_sums = torch.zeros(3, device=device)
+        epoch_sums = torch.zeros(2, device=device)  # loss * n, correct: summed on the device, no sync
+        window_sums = torch.zeros(2, device=device)
+        epoch_n = window_n = 0
         window_start = time.perf_counter()
         for x, y in train_batches.epoch(epoch):
             with autocast:
@@ -219,24 +222,26 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
             scheduler.step()
             for schedule in drop_schedules:
                 schedule.step()
-            batch_sums = torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float(),
-                                      torch.tensor(float(len(y)), device=device)])
+            batch_sums = torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float()])
             epoch_sums += batch_sums
             window_sums += batch_sums
+            epoch_n += len(y)
+            window_n += len(y)
             step += 1
             bar.update()
             if cancelled.is_set():
                 raise Cancelled
             if db and (step % config.log_every == 0 or step % steps_per_epoch == 0):
-                loss_sum, correct, n = window_sums.tolist()  # the one host sync, every log_every steps
+                (loss_sum, correct), n = window_sums.tolist(), window_n  # the one host sync, every log_every steps
                 elapsed = time.perf_counter() - window_start
                 db.log_step(run_id, step, step / steps_per_epoch, train_loss=loss_sum / n, train_acc=correct / n,
                             lr=scheduler.get_last_lr()[0], drop_prob=_drop_prob(drop_modules),
                             images_per_s=n * world_size / elapsed)
                 db.update_run(run_id, step=step)
                 window_sums.zero_()
+                window_n = 0
                 window_start = time.perf_counter()
-        loss_sum, correct, n = epoch_sums.tolist()
+        (loss_sum, correct), n = epoch_sums.tolist(), epoch_n
         if rank == 0:
             test_loss, test_acc = evaluate(model, test_batches, autocast)
             db.log_epoch(run_id, epoch + 1, step, train_loss=loss_sum / n, train_acc=correct / n,
@@ -264,13 +269,14 @@ def _epoch_speed(db: RunsDB, run_id: str, epoch: int) -> float | None:
 def evaluate(model: nn.Module, batches: Batches, autocast=None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (in eval mode) over ``batches``."""
     model.eval()
-    sums = torch.zeros(3, device=batches.device)
+    sums, n = torch.zeros(2, device=batches.device), 0
     for x, y in batches.epoch():
         with autocast or nullcontext():
             logits = model(x)
         sums += torch.stack([nn.functional.cross_entropy(logits.float(), y, reduction="sum"),
-                             (logits.argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=x.device)])
-    loss_sum, correct, n = sums.tolist()
+                             (logits.argmax(1) == y).sum().float()])
+        n += len(y)
+    loss_sum, correct = sums.tolist()
     return loss_sum / n, correct / n
 
 
@@ -279,6 +285,9 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, step: 
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "lr_scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch, "step": step,
              "config": config.to_json()}
+    device = next(model.parameters()).device
+    if device.type == "cuda":  # dropout draws on the GPU use its generator
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
     os.replace(partial, path)
