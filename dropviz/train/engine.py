@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from dropviz.data.datasets import Batches, DatasetError, channel_stats, load_split
 from dropviz.models import build_model, regularizers
@@ -200,8 +201,6 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
                       epoch=start_epoch, step=start_epoch * steps_per_epoch, total_steps=total_steps)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    from tqdm import tqdm
-
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not show or rank != 0,
                unit="step", desc=f"{config.model} {config.regularizer}")
