@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -75,10 +76,13 @@ class Heartbeat:
         db = RunsDB(self.runs_dir)
         try:
             while True:
-                db.update_run(self.run_id, heartbeat=time.time())
-                run = db.run(self.run_id)
-                if run is None or run["cancel_requested"]:
-                    self.cancelled.set()
+                try:
+                    db.update_run(self.run_id, heartbeat=time.time())
+                    run = db.run(self.run_id)
+                    if run is None or run["cancel_requested"]:
+                        self.cancelled.set()
+                except sqlite3.OperationalError:  # the database stayed locked past busy_timeout: beat again
+                    pass
                 if self._stop.wait(HEARTBEAT_S):
                     return
         finally:
