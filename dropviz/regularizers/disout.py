@@ -75,10 +75,12 @@ class Disout(Regularizer):
         if draw.dropped is not None:
             # Noise only at the dropped units (each listed once), written into x * scale in the same call.
             scale = _blocks.sparse_scale(draw)
-            noise = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
+            values = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
             if sigma.numel() > 1:
-                sigma = sigma[(draw.dropped // _blocks.mask_strides(x.shape, x)[1]) % x.shape[1]]
-            out = _blocks.drop_units(x, draw.dropped, scale, (noise * (sigma * scale)).to(x.dtype))
+                values *= sigma[(draw.dropped // _blocks.mask_strides(x.shape, x)[1]) % x.shape[1]] * scale
+            else:
+                values *= sigma.item() * scale
+            out = _blocks.drop_units(x, draw.dropped, scale, values.to(x.dtype))
             scale = torch.tensor(scale)
         else:
             scaled, scale = _blocks.scaled_mask(draw, x)
