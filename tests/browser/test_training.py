@@ -8,9 +8,11 @@ from dropviz.train import RunsDB
 pytestmark = pytest.mark.browser
 
 EXCEPTION = '[data-testid="stException"]'
-# Points drawn per trace, read from the plotly graph div the chart renders into.
-POINTS = """() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
-    .flatMap(div => (div.data || []).map(trace => (trace.x || []).length))"""
+# Points drawn in the traces whose name contains `tag` (the run id's tail is in its label), read from the
+# plotly graph div the chart renders into. Other tests may leave runs of their own in the shared app.
+POINTS = """tag => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
+    .flatMap(div => (div.data || []).filter(t => (t.name || '').includes(tag)).map(t => (t.x || []).length))
+    .reduce((a, b) => a + b, 0)"""
 
 
 def choose(page, label: str, option: str) -> None:
@@ -43,21 +45,24 @@ def test_launch_a_tiny_run_and_watch_its_curve_grow(app_server, page, screenshot
     wait_for_app(page)
     assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).all_inner_texts()
 
-    seen = []  # total points drawn, as the page's 2-second refresh redraws the chart
+    db = RunsDB(app_server.runs_dir)
+    run = db.runs()[0]  # the newest: the one just launched
+    assert "dropblock" in run["config"]
+    tag = run["id"][-6:]
+    seen = []  # points drawn for this run, as the page's 2-second refresh redraws the chart
     for _ in range(300):
-        points = sum(page.evaluate(POINTS))
+        points = page.evaluate(POINTS, tag)
         if not seen or points != seen[-1]:
             seen.append(points)
-        runs = RunsDB(app_server.runs_dir).runs()
-        if runs and runs[0]["status"] in ("finished", "failed", "cancelled"):
+        run = db.run(run["id"])
+        if run["status"] in ("finished", "failed", "cancelled"):
             break
         page.wait_for_timeout(500)
-    assert runs[0]["status"] == "finished", (runs[0]["error"], app_server.log_tail())
-    db = RunsDB(app_server.runs_dir)
-    logged = len(db.steps(runs[0]["id"])) + len(db.epochs(runs[0]["id"]))
+    assert run["status"] == "finished", (run["error"], app_server.log_tail())
+    logged = len(db.steps(run["id"])) + len(db.epochs(run["id"]))
     # the next refresh draws every logged row: each train step row and each test epoch row is one point
-    page.wait_for_function(f"() => ({POINTS})().reduce((a, b) => a + b, 0) === {logged}", timeout=30_000)
-    seen.append(sum(page.evaluate(POINTS)))
+    page.wait_for_function(f"tag => ({POINTS})(tag) === {logged}", arg=tag, timeout=30_000)
+    seen.append(page.evaluate(POINTS, tag))
     drawn = [n for n in seen if n > 0]
     assert drawn and drawn[0] < drawn[-1], seen  # the curve appeared while the run ran, then grew
     assert "DropBlock" in page.locator('[data-testid="stMain"]').inner_text() or "dropblock" in \
