@@ -8,7 +8,7 @@ inside the map. Internally a seed is stored by its block's first index ``v = s -
 "valid grid" of ``size_d - k_d + 1`` positions per dimension.
 
 Two samplers give the same distribution (i.i.d. Bernoulli(gamma) seeds on the valid grid):
-- ``dense``: one Bernoulli draw per valid position, blocks by a max-pool. Pure tensor ops, so it is the one
+- ``dense``: one Bernoulli draw per valid position, blocks by windowed sums. Pure tensor ops, so it is the one
   used under ``torch.compile`` and on accelerators (no host synchronisation).
 - ``sparse`` (CPU): seeds are rare (about ``p / k^2`` of the positions), so draw only the seeds: the gaps
   between successive seeds of a Bernoulli(gamma) sequence are i.i.d. Geometric(gamma), and their cumulative
@@ -217,8 +217,9 @@ def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[i
 def _dense(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDraw:
     seed_shape = (*mask_shape[:2], *valid)
     work_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    if isinstance(gamma, torch.Tensor):
-        seeds = torch.bernoulli(gamma.to(work_dtype).expand(seed_shape), generator=generator)
+    if isinstance(gamma, torch.Tensor):  # a uniform and a comparison: cheaper than bernoulli(probabilities)
+        uniform = torch.rand(seed_shape, dtype=work_dtype, device=x.device, generator=generator)
+        seeds = (uniform < gamma).to(work_dtype)
     else:
         seeds = torch.empty(seed_shape, dtype=work_dtype, device=x.device).bernoulli_(gamma, generator=generator)
     keep, seed_map = expand_seed_map(seeds, block, x, with_seeds)
@@ -227,12 +228,19 @@ def _dense(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDr
 
 def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor,
                     with_seeds: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keep-mask from a 0/1 map of block starts on the valid grid (N, C, *valid), by max-pooling."""
-    # Output index i is dropped iff a seed sits at a block start v with i - k + 1 <= v <= i.
-    pad = [p for k in reversed(block) for p in (k - 1, k - 1)]
-    pool = F.max_pool2d if len(block) == 2 else F.max_pool3d
-    dropped = pool(F.pad(seeds, pad), kernel_size=block, stride=1)
-    mask = (dropped == 0).contiguous(memory_format=_memory_format(x))
+    """Keep-mask from a 0/1 map of block starts on the valid grid (N, C, *valid).
+
+    Output index ``i`` is dropped iff a seed sits at a block start ``v`` with ``i - k + 1 <= v <= i``: a
+    windowed sum of the seeds along each spatial dimension, from a cumulative sum (two passes per dimension
+    whatever ``k``; CPU max-pooling of many small maps is far slower).
+    """
+    counts = seeds
+    for dim, k in enumerate(block, start=2):
+        length = counts.shape[dim] + k - 1
+        pad = [0, 0] * (counts.dim() - 1 - dim) + [k, k - 1]  # k - 1 zeros each side, one more in front
+        cumulative = F.pad(counts, pad).cumsum(dim)
+        counts = cumulative.narrow(dim, k, length) - cumulative.narrow(dim, 0, length)
+    mask = (counts == 0).contiguous(memory_format=_memory_format(x))
     if not with_seeds:
         return mask, None
     # Block start v -> centre v + k // 2; the remaining (k - 1) // 2 rows/cols after the last centre.

@@ -86,10 +86,11 @@ def salience_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int, exact
     block = _blocks.clip_block(spatial, check_block_size(block_size))
     gamma = _blocks.seed_rate(drop_prob, spatial, block, exact_rate)
     (kh, kw), (h, w) = block, spatial
-    centres = x.detach().abs()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float()
+    centres = x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
     mean = centres.mean(dim=(2, 3), keepdim=True)
-    salience = torch.where(mean > 0, centres / mean.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
-    return (gamma * salience).clamp_(max=1.0)
+    # gamma * |x| / mean in one pass; an all-zero map gets the uniform rate gamma instead
+    per_unit = torch.where(mean > 0, gamma / mean.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+    return torch.addcmul((mean == 0) * gamma, centres, per_unit).clamp_(max=1.0)
 
 
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
