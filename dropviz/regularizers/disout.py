@@ -18,6 +18,8 @@ def _std(x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)  # the same values in storage order: reshape below stays a view
     flat = x.reshape(-1).float()
     n = flat.numel()
+    if torch.compiler.is_compiling():  # no data-dependent branch in a graph; the compiler fuses std well
+        return flat.std()
     mean = flat.sum().double() / n  # float32 cascade summation; float64 would copy the tensor
     mean_square = torch.dot(flat, flat).double() / n
     if n < 2 or mean * mean > 1e3 * (mean_square - mean * mean):

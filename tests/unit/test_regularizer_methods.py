@@ -256,3 +256,12 @@ def test_per_position_seed_rates_are_honoured_by_both_samplers(sampler):
     n = 20000 * 16
     for half, rate in ((dropped[..., :4], 0.01), (dropped[..., 4:], 0.04)):
         assert abs(half.mean().item() - rate) <= 5 * math.sqrt(rate * (1 - rate) / n)
+
+
+def test_disout_std_matches_torch_std():
+    from dropviz.regularizers.disout import _std
+
+    x = randn(8, 4, 6, 6) * 2 + 1
+    for sample in (x, x + 1e4, x.contiguous(memory_format=torch.channels_last), x[:, :, ::2]):
+        # the large mean takes the Welford fallback; channels_last and a strided view read the same values
+        assert torch.allclose(_std(sample), sample.double().std().float(), rtol=1e-5)
