@@ -22,7 +22,7 @@ def run_label(run: dict[str, Any]) -> str:
     spec = REGISTRY.get(config["regularizer"])
     defaults = spec.defaults() if spec else {}
     short = {"drop_prob": "p", "block_size": "b", "alpha": "α", "n_clusters": "k", "n_samples": "n"}
-    params = " ".join(f"{short.get(k, k)}={v}" for k, v in config.get("params", {}).items()
+    params = " ".join(f"{short.get(k, k)}={v}" for k, v in {**defaults, **config.get("params", {})}.items()
                       if k == "drop_prob" or defaults.get(k) != v)
     method = f"{config['regularizer']} {params}".strip()
     return f"{method} · {config['model']} · {run['id'][-6:]}"

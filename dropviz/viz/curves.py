@@ -55,7 +55,7 @@ def curves_figure(runs: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]
     fig.update_layout(height=height, uirevision=UIREVISION, margin=dict(l=10, r=10, t=40, b=10),
                       title=f"{metric.capitalize()}: dotted = train (smoothed {smoothing:g}), solid = test",
                       xaxis_title="epoch", yaxis_title=metric, hovermode="closest",
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+                      legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
     if metric == "accuracy":
         fig.update_yaxes(tickformat=".0%", rangemode="tozero")
     return fig
