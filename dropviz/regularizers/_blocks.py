@@ -157,6 +157,27 @@ def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], strides: tuple
     return units[~repeated], start
 
 
+def cluster_offsets(triples: np.ndarray, labels: np.ndarray, n_clusters: int, shape: tuple[int, ...],
+                    strides: tuple[int, ...]) -> np.ndarray:
+    """Storage offsets of all units of the dropped clusters, each once (the clusters partition the map).
+
+    ``triples`` are flat indices into ``(N, C, n_clusters)``; ``labels`` is the ``(C, H, W)`` label map.
+    Each channel's positions are sorted by label once, so a cluster's units are one contiguous run of them.
+    """
+    channels, height, width = labels.shape
+    labels = labels.reshape(channels, -1)
+    by_label = np.argsort(labels, axis=1, kind="stable")
+    spatial = (by_label // width) * strides[2] + (by_label % width) * strides[3]
+    sizes = np.stack([np.bincount(row, minlength=n_clusters) for row in labels])
+    firsts = np.cumsum(sizes, axis=1) - sizes
+    sample, channel, cluster = np.unravel_index(triples, (shape[0], channels, n_clusters))
+    lengths = sizes[channel, cluster]
+    owner = np.repeat(np.arange(triples.size), lengths)
+    within = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = channel[owner] * height * width + firsts[channel, cluster][owner] + within
+    return (sample * strides[0] + channel * strides[1])[owner] + spatial.reshape(-1)[position]
+
+
 class BlockDraw(NamedTuple):
     """One block-mask draw for a mask of ``shape`` ``(N, C or 1, *spatial)`` in ``x``'s memory format.
 
@@ -177,7 +198,8 @@ def sparse_ok(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The dense layout masks for ``x`` use: ``x``'s own when it is channels-last, else contiguous."""
     if x.is_contiguous():
         return torch.contiguous_format
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
@@ -240,12 +262,12 @@ def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor
         pad = [0, 0] * (counts.dim() - 1 - dim) + [k, k - 1]  # k - 1 zeros each side, one more in front
         cumulative = F.pad(counts, pad).cumsum(dim)
         counts = cumulative.narrow(dim, k, length) - cumulative.narrow(dim, 0, length)
-    mask = (counts == 0).contiguous(memory_format=_memory_format(x))
+    mask = (counts == 0).contiguous(memory_format=memory_format(x))
     if not with_seeds:
         return mask, None
     # Block start v -> centre v + k // 2; the remaining (k - 1) // 2 rows/cols after the last centre.
     centre_pad = [p for k in reversed(block) for p in (k // 2, (k - 1) // 2)]
-    return mask, F.pad(seeds, centre_pad).to(x.dtype).contiguous(memory_format=_memory_format(x))
+    return mask, F.pad(seeds, centre_pad).to(x.dtype).contiguous(memory_format=memory_format(x))
 
 
 def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDraw:
@@ -282,11 +304,11 @@ def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tup
 
 def mask_strides(shape: tuple[int, ...], x: torch.Tensor) -> tuple[int, ...]:
     """Strides of a dense mask of ``shape`` in ``x``'s memory format (what the storage offsets refer to)."""
-    return torch.empty(shape, device="meta").contiguous(memory_format=_memory_format(x)).stride()
+    return torch.empty(shape, device="meta").contiguous(memory_format=memory_format(x)).stride()
 
 
 def _filled(shape: tuple[int, ...], x: torch.Tensor, value: float) -> torch.Tensor:
-    return torch.empty(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=_memory_format(x)).fill_(value)
+    return torch.empty(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=memory_format(x)).fill_(value)
 
 
 def _storage(mask: torch.Tensor) -> torch.Tensor:
@@ -337,7 +359,7 @@ def drop_units(x: torch.Tensor, dropped: torch.Tensor, scale: float,
                values: torch.Tensor | None = None) -> torch.Tensor:
     """``x * scale`` with the units at storage offsets ``dropped`` (in ``x``'s memory format, each once) set
     to 0 or to ``values``; differentiable (see :class:`_DropUnits`)."""
-    return _DropUnits.apply(x, dropped, scale, values, _memory_format(x))
+    return _DropUnits.apply(x, dropped, scale, values, memory_format(x))
 
 
 def apply_draw(x: torch.Tensor, draw: BlockDraw) -> torch.Tensor:

@@ -125,14 +125,12 @@ class DropCluster(Regularizer):
     def stages(self, x, generator, explain):
         check_rank(x, (4,), "(N, C, H, W)")
         labels = self._labels_for(x)
-        mask, kept_clusters = F_.cluster_draw(labels, self.n_clusters, x.shape[0], self.drop_prob, generator,
-                                              x.dtype)
-        scaled, _ = _blocks.scale_keep(mask != 0, x.dtype)
-        out = x * scaled
+        draw, dropped_clusters = F_.cluster_draw(x, labels, self.n_clusters, self.drop_prob, generator)
+        out = _blocks.apply_draw(x, draw)
         if not explain:
             return {"output": out}
         return {"input": x, "clusters": labels.expand(x.shape[0], -1, -1, -1),
-                "dropped_clusters": 1 - kept_clusters, "mask": mask, "output": out}
+                "dropped_clusters": dropped_clusters, "mask": _blocks.keep_mask(draw, x), "output": out}
 
     def extra_repr(self) -> str:
         return (f"drop_prob={self.drop_prob}, n_clusters={self.n_clusters}, refit_every={self.refit_every}, "

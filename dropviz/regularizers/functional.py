@@ -2,6 +2,8 @@
 reproducible draws and returns a keep-mask (1 = kept) in the input's dtype; the modules add the scaling."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _blocks
@@ -114,16 +116,31 @@ def cluster_mask(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: f
     """DropCluster keep-mask ``(batch, C, H, W)`` from a per-channel label map ``labels`` of shape ``(C, H, W)``
     (values in ``[0, n_clusters)``): every (sample, channel, cluster) is dropped with probability
     ``drop_prob``, so the expected dropped fraction is exactly ``drop_prob`` whatever the cluster sizes."""
-    return cluster_draw(labels, n_clusters, batch, drop_prob, generator, dtype)[0]
+    like = torch.empty((batch, *labels.shape), dtype=dtype, device=labels.device)
+    return _blocks.keep_mask(cluster_draw(like, labels, n_clusters, drop_prob, generator)[0], like)
 
 
-def cluster_draw(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,
+def cluster_draw(x: torch.Tensor, labels: torch.Tensor, n_clusters: int, drop_prob: float,
                  generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`cluster_mask` and the per-cluster keep draws ``(batch, C, n_clusters)`` (1 = kept)."""
+                 sampler: str = "auto") -> tuple[_blocks.BlockDraw, torch.Tensor]:
+    """:func:`cluster_mask` as a draw for ``x`` (N, C, H, W), with the dropped clusters ``(N, C, n_clusters)``
+    (1 = dropped, float32). ``"sparse"`` (default on CPU for ``drop_prob <= 0.25``) draws only the dropped
+    (sample, channel, cluster) triples and lists their units; ``"dense"`` draws one uniform per triple."""
     drop_prob = check_drop_prob(drop_prob)
-    channels = labels.shape[0]
-    noise = torch.empty((batch, channels, n_clusters), device=labels.device).uniform_(generator=generator)
-    kept_clusters = (noise >= drop_prob).to(dtype)
-    index = labels.reshape(1, channels, -1).expand(batch, -1, -1)
-    return kept_clusters.gather(2, index).reshape(batch, *labels.shape), kept_clusters
+    shape = (x.shape[0], labels.shape[0], n_clusters)
+    if sampler == "auto":
+        sampler = "sparse" if _blocks.sparse_ok(x) and drop_prob <= _blocks.SPARSE_MAX_CANDIDATE_RATE else "dense"
+    if sampler == "sparse":
+        triples = _blocks.bernoulli_positions(math.prod(shape), drop_prob, generator, x.device)
+        units = _blocks.cluster_offsets(triples, labels.cpu().numpy(), n_clusters, x.shape,
+                                        _blocks.mask_strides(tuple(x.shape), x))
+        dropped_clusters = torch.zeros(math.prod(shape), device=x.device)
+        dropped_clusters[torch.from_numpy(triples).to(x.device)] = 1.0
+        draw = _blocks.BlockDraw(tuple(x.shape), None, torch.from_numpy(units).to(x.device), None)
+        return draw, dropped_clusters.reshape(shape)
+    if sampler != "dense":
+        raise ValueError(f"sampler must be 'auto', 'sparse' or 'dense', got {sampler!r}")
+    kept_clusters = torch.empty(shape, device=x.device).uniform_(generator=generator) >= drop_prob
+    index = labels.reshape(1, shape[1], -1).expand(shape[0], -1, -1)
+    keep = kept_clusters.gather(2, index).reshape(x.shape).contiguous(memory_format=_blocks.memory_format(x))
+    return _blocks.BlockDraw(tuple(x.shape), keep, None, None), (~kept_clusters).float()

@@ -135,14 +135,18 @@ def test_dropcluster_fit_finds_correlated_connected_regions():
             assert planted_label.numel() == 1 and torch.equal(region, planted[c] == planted_label)
 
 
-def test_dropcluster_mask_drops_whole_clusters():
+@pytest.mark.parametrize("drop_prob", [0.1, 0.4])  # the sparse and the dense draw
+def test_dropcluster_mask_drops_whole_clusters(drop_prob):
     x = randn(6, 3, 9, 9)
-    module = DropCluster(0.4, 5).train()
+    module = DropCluster(drop_prob, 5).train()
     stages = module.explain(x, torch.Generator().manual_seed(3))
     labels, dropped, mask = stages["clusters"], stages["dropped_clusters"], stages["mask"]
-    assert dropped.shape == (6, 3, 5)
+    assert dropped.shape == (6, 3, 5) and dropped.sum() > 0
     expected = 1 - dropped.gather(2, labels.flatten(2)).reshape(mask.shape)
     assert torch.equal(mask, expected)
+    for layout in (torch.channels_last, torch.contiguous_format):  # the same draw in either layout
+        again = module.explain(x.contiguous(memory_format=layout), torch.Generator().manual_seed(3))
+        assert torch.equal(again["mask"], mask)
 
 
 def test_dropcluster_refits_every_refit_every_steps():
@@ -163,14 +167,17 @@ def test_dropcluster_resets_to_a_grid_when_the_shape_changes():
     assert torch.equal(module.labels[0], grid_labels(8, 8, 4))
 
 
-def test_cluster_mask_rate_is_exact_for_unequal_clusters():
+@pytest.mark.parametrize("sampler", ["sparse", "dense"])
+def test_cluster_mask_rate_is_exact_for_unequal_clusters(sampler):
     """Each unit's cluster is dropped with probability p, so even with very unequal clusters the dropped
     fraction has mean p; per-map fractions i.i.d. over 20000 maps, 5 SE."""
     labels = torch.zeros(1, 6, 6, dtype=torch.long)
     labels[0, 0, 0] = 1  # a one-unit cluster beside a 35-unit one
-    masks = F_.cluster_mask(labels, 2, 20000, 0.3, torch.Generator().manual_seed(0))
-    per_map = 1 - masks.double().mean(dim=(1, 2, 3))
-    assert abs(per_map.mean().item() - 0.3) <= 5 * per_map.std().item() / math.sqrt(per_map.numel())
+    x = torch.zeros(20000, 1, 6, 6)
+    draw, _ = F_.cluster_draw(x, labels, 2, 0.2, torch.Generator().manual_seed(0), sampler)
+    per_map = 1 - _blocks.keep_mask(draw, x).double().mean(dim=(1, 2, 3))
+    assert abs(per_map.mean().item() - 0.2) <= 5 * per_map.std().item() / math.sqrt(per_map.numel())
+    assert F_.cluster_mask(labels, 2, 3, 0.2).shape == (3, 1, 6, 6)
 
 
 # --- Multi-Sample Dropout -----------------------------------------------------------------------------
