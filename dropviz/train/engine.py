@@ -185,17 +185,8 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
     drop_schedules = [LinearScheduler(m, start_value=0.0, stop_value=m.drop_prob, nr_steps=total_steps)
                       for m in drop_modules] if config.schedule == "linear" else []
 
-    start_epoch = 0
     checkpoint = folder / CHECKPOINT
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["lr_scheduler"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        start_epoch = state["epoch"]
+    start_epoch = _load_checkpoint(checkpoint, model, optimizer, scheduler) if checkpoint.is_file() else 0
     for schedule in drop_schedules:  # the schedule is a function of the step: replay it to where we are
         for _ in range(start_epoch * steps_per_epoch):
             schedule.step()
@@ -281,6 +272,19 @@ def evaluate(model: nn.Module, batches: Batches, autocast=None) -> tuple[float, 
         n += len(y)
     loss_sum, correct = sums.tolist()
     return loss_sum / n, correct / n
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
+    """Restore what :func:`_save_checkpoint` wrote; return the number of epochs done."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["lr_scheduler"])
+    torch.set_rng_state(state["rng"])
+    device = next(model.parameters()).device
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return state["epoch"]
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, step: int, config: RunConfig) -> None:
