@@ -90,3 +90,13 @@ def test_a_run_id_in_the_url_is_checked(runs_dir):
     at.query_params["run"] = "../../etc/passwd"
     at.run()
     assert not at.exception and any("not a run id" in w.value for w in at.warning)
+
+
+def test_a_run_whose_worker_died_is_shown_failed_with_what_happened(runs_dir):
+    run_id = add_run(runs_dir, "running")
+    RunsDB(runs_dir).update_run(run_id, pid=2**22 + 1, heartbeat=1.0)  # above Linux's pid_max: no such process
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["status"]) == ["failed"]
+    assert any("stopped without reporting" in e.value for e in at.error)
+    assert RunsDB(runs_dir).run(run_id)["status"] == "failed"
