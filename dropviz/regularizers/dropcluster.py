@@ -90,6 +90,14 @@ class DropCluster(Regularizer):
         self.labels = labels.to(activations.device)
         self.fitted = True
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The label map is created lazily; give it a shape before the default loader copies into it.
+        # A state saved before the first application has none: then neither has the module afterwards.
+        labels = state_dict.get(prefix + "labels")
+        self.labels = None if labels is None else torch.empty_like(labels)
+        self.fitted = labels is not None  # loaded clusters are used as they are, like fitted ones
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _labels_for(self, x: torch.Tensor) -> torch.Tensor:
         channels, height, width = x.shape[1:]
         if self.labels is None or tuple(self.labels.shape) != (channels, height, width):

@@ -272,3 +272,14 @@ def test_disout_std_matches_torch_std():
     for sample in (x, x + 1e4, x.contiguous(memory_format=torch.channels_last), x[:, :, ::2]):
         # the large mean takes the Welford fallback; channels_last and a strided view read the same values
         assert torch.allclose(_std(sample), sample.double().std().float(), rtol=1e-5)
+
+
+def test_dropcluster_labels_survive_a_state_dict_round_trip():
+    trained = DropCluster(0.1, 4, refit_every=0)
+    trained.fit(randn(8, 2, 6, 6))
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), DropCluster(0.1, 4, refit_every=0))
+    model.load_state_dict(nn.Sequential(nn.Conv2d(2, 2, 1), trained).state_dict())
+    assert torch.equal(model[1].labels, trained.labels)
+    never_run = DropCluster(0.1, 4).state_dict()
+    model[1].load_state_dict(never_run)  # a state from before the first application: back to no labels
+    assert model[1].labels is None and not model[1].fitted
