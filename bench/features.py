@@ -21,7 +21,7 @@ import torch
 
 from dropviz.data.images import SAMPLES, load_sample, to_feature_map
 from dropviz.features import compare_predictions, load_feature_model, rank_channels
-from dropviz.features.extract import fit_clusters, layer_effect, use_clusters
+from dropviz.features.extract import fit_clusters, layer_effect
 from dropviz.regularizers import REGISTRY
 from dropviz.viz import features as fig
 from dropviz.viz.figures import stage_row
@@ -80,8 +80,8 @@ def main() -> None:
 
                 def slider_change(seed: int) -> None:
                     regularizer = spec.make(drop_prob=0.1 + 0.01 * (seed % 5))
-                    if labels is not None and hasattr(regularizer, "fit"):
-                        use_clusters(regularizer, labels)
+                    if labels is not None and hasattr(regularizer, "set_clusters"):
+                        regularizer.set_clusters(labels)
                     effect = layer_effect(model, acts[layer], layer, regularizer, args.draws, seed)
                     rows, agreement = compare_predictions(clean_logits, effect.logits, model.class_names)
                     figures = [fig.before_after(clean, effect.stages["output"], channels),

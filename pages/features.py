@@ -11,7 +11,7 @@ import torch
 from dropviz.data.images import SAMPLES, load_sample, to_feature_map
 from dropviz.features import (ARCHITECTURES, IMAGENET, RANDOM, FeatureModel, LayerEffect, WeightsError,
                               compare_predictions, fit_clusters, layer_effect, load_checkpoint_model,
-                              load_feature_model, rank_channels, run_checkpoints, use_clusters)
+                              load_feature_model, rank_channels, run_checkpoints)
 from dropviz.features.weights import imagenet_weights_path
 from dropviz.regularizers import REGISTRY
 from dropviz.train import default_runs_dir
@@ -61,9 +61,9 @@ def regularized_pass(model_id: str, image_id: str, layer: str, method: str, para
                      seed: int, _model: FeatureModel, _x: torch.Tensor, _clean: torch.Tensor) -> LayerEffect:
     """The regularizer on the cached clean activation, then the layers after it (nothing before)."""
     regularizer = REGISTRY[method].make(**dict(params))
-    if hasattr(regularizer, "fit"):
+    if hasattr(regularizer, "set_clusters"):
         labels = cluster_labels(model_id, image_id, layer, dict(params)["n_clusters"], _model, _x)
-        use_clusters(regularizer, labels)
+        regularizer.set_clusters(labels)  # a drop_prob change does not refit
     return layer_effect(_model, _clean, layer, regularizer, n_draws, seed)
 
 

@@ -167,11 +167,3 @@ def fit_clusters(model: FeatureModel, layer: str, batch: torch.Tensor, regulariz
     acts, _ = model.capture(batch, [layer])
     regularizer.fit(acts[layer])
     return regularizer.labels
-
-
-def use_clusters(regularizer: nn.Module, labels: torch.Tensor) -> nn.Module:
-    """Give a fresh DropCluster the labels a :func:`fit_clusters` call found (a refit costs seconds; a
-    drop_prob change must not pay it again)."""
-    regularizer.labels = labels
-    regularizer.fitted = True
-    return regularizer

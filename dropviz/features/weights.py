@@ -21,6 +21,7 @@ from torchvision.models import ResNet18_Weights
 from dropviz.data.datasets import DatasetError, channel_stats, load_split
 from dropviz.data.images import CIFAR10_CLASSES
 from dropviz.models import MODELS, ResNet, build_model
+from dropviz.regularizers import DropCluster
 from dropviz.train.config import RunConfig
 from dropviz.train.db import DB_NAME, RunsDB, run_dir
 from dropviz.train.engine import CHECKPOINT
@@ -193,7 +194,7 @@ def load_checkpoint_model(path: str | os.PathLike | BinaryIO, arch: str | None =
                                 params=config.params)
         except ValueError as err:
             raise WeightsError(f"{name}: its run settings cannot be rebuilt here ({err}).") from None
-        _adopt_unset_buffers(model, state)
+        _adopt_fitted_clusters(model, state, name)
     else:
         model = MODELS[arch](num_classes=n_classes)
     load_state(model, state, name, spec.label)
@@ -222,17 +223,18 @@ def _classifier_outputs(state: Mapping[str, torch.Tensor]) -> int:
     return matrices[-1].shape[0]
 
 
-def _adopt_unset_buffers(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Buffers a regularizer creates while training (DropCluster's fitted ``labels``) are None in a fresh
-    model; take them from ``state`` so that a strict load sees the same keys."""
-    for key, value in state.items():
-        owner, _, attr = key.rpartition(".")
-        try:
-            module = model.get_submodule(owner)
-        except AttributeError:
-            continue
-        if attr in module._buffers and module._buffers[attr] is None:
-            setattr(module, attr, value.clone())
+def _adopt_fitted_clusters(model: nn.Module, state: Mapping[str, torch.Tensor], name: str) -> None:
+    """Hand each DropCluster of a fresh ``model`` the clusters ``state`` holds for it. ``load_state_dict``
+    alone would load them (DropCluster creates its lazy label map from a state dict), but
+    :func:`load_state` first compares keys with ``model.state_dict()``, which lacks a label map not yet
+    created, and would refuse the checkpoint."""
+    for path, module in model.named_modules():
+        labels = state.get(f"{path}.labels")
+        if isinstance(module, DropCluster) and labels is not None:
+            try:
+                module.set_clusters(labels)
+            except ValueError as err:
+                raise WeightsError(f"{name}: its DropCluster clusters at {path} are not valid ({err}).") from None
 
 
 def _data_description(config: RunConfig | None, n_classes: int) -> tuple[tuple[str, ...], tuple, tuple, str]:

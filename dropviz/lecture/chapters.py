@@ -368,8 +368,7 @@ def fitted_dropcluster_labels(n_clusters: int) -> torch.Tensor:
 
 def _cluster_stages(params):
     module = REGISTRY["dropcluster"].make(drop_prob=params["drop_prob"], n_clusters=params["n_clusters"])
-    module.labels = fitted_dropcluster_labels(params["n_clusters"])
-    module.fitted = True
+    module.set_clusters(fitted_dropcluster_labels(params["n_clusters"]))
     return module.explain(photo_map(), torch.Generator().manual_seed(int(params["seed"])))
 
 

@@ -58,9 +58,9 @@ class DropCluster(Regularizer):
       connectivity (scikit-learn FeatureAgglomeration with ``grid_to_graph``), so every cluster is a
       spatially connected region whose activations vary together; fitted on the CPU on a buffer of the last
       ``buffer_size`` training samples, every ``refit_every`` training steps (0: never automatically) and on
-      demand with :meth:`fit`. Before the first fit (or when the input's shape changes) the clusters are a
-      regular grid of ``n_clusters`` cells (fewer when the map is smaller or ``n_clusters`` does not factor
-      onto it).
+      demand with :meth:`fit` (or taken from another fit with :meth:`set_clusters`). Before the first fit
+      (or when the input's shape changes) the clusters are a regular grid of ``n_clusters`` cells (fewer
+      when the map is smaller or ``n_clusters`` does not factor onto it).
     - Dropping: every (sample, channel, cluster) is dropped independently with probability ``drop_prob``;
       since the clusters partition the map, the expected dropped fraction is exactly ``drop_prob``.
     - Output ``x * mask / kept_fraction`` as DropBlock (guarded when everything is dropped).
@@ -86,9 +86,24 @@ class DropCluster(Regularizer):
     def fit(self, activations: torch.Tensor) -> None:
         """Cluster on ``activations`` (N, C, H, W) now (runs on the CPU; takes a moment per channel)."""
         check_rank(activations, (4,), "(N, C, H, W)")
-        labels = fit_cluster_labels(activations, self.n_clusters)
-        self.labels = labels.to(activations.device)
+        self.set_clusters(fit_cluster_labels(activations, self.n_clusters).to(activations.device))
+
+    def set_clusters(self, labels: torch.Tensor) -> DropCluster:
+        """Use ``labels`` (C, H, W), integers in [0, n_clusters), as fitted clusters, e.g. ones another
+        DropCluster found with :meth:`fit` (a refit takes seconds). As after a fit, an input of another
+        (C, H, W) resets the clusters to the grid. Returns the module."""
+        labels = torch.as_tensor(labels)
+        if labels.dim() != 3 or labels.numel() == 0:
+            raise ValueError(f"labels must be a non-empty (C, H, W) tensor, got shape {tuple(labels.shape)}")
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integer cluster ids, got dtype {labels.dtype}")
+        low, high = labels.min().item(), labels.max().item()
+        if low < 0 or high >= self.n_clusters:
+            raise ValueError(f"labels must be in [0, n_clusters) = [0, {self.n_clusters}), "
+                             f"got values from {low} to {high}")
+        self.labels = labels.to(torch.int64)
         self.fitted = True
+        return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The label map is created lazily; give it a shape before the default loader copies into it.

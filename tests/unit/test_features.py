@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dropviz.features import ARCHITECTURES, FeatureModel, compare_predictions, load_feature_model, rank_channels
-from dropviz.features.extract import fit_clusters, layer_effect, use_clusters
+from dropviz.features.extract import fit_clusters, layer_effect
 from dropviz.regularizers import REGISTRY
 
 
@@ -153,7 +153,7 @@ def test_dropcluster_is_fitted_on_the_layers_activations_and_reused(resnet20, im
     assert labels.shape == (64, 8, 8) and labels.dtype == torch.int64
     grid = spec.make(n_clusters=5).explain(torch.ones(1, 64, 8, 8))["clusters"][0]
     assert not torch.equal(labels, grid), "fitted clusters differ from the unfitted grid"
-    regularizer = use_clusters(spec.make(n_clusters=5, drop_prob=0.4), labels)
+    regularizer = spec.make(n_clusters=5, drop_prob=0.4).set_clusters(labels)
     acts, _ = resnet20.capture(image, ["stage3.block1"])
     effect = layer_effect(resnet20, acts["stage3.block1"], "stage3.block1", regularizer, n_draws=2, seed=0)
     assert torch.equal(effect.stages["clusters"], labels)

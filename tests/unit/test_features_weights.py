@@ -118,6 +118,16 @@ def test_a_trainer_checkpoint_rebuilds_its_regularizer_and_fitted_buffers(tmp_pa
         torch.testing.assert_close(loaded.capture(x, [])[1], model.eval()(x))
 
 
+def test_a_trainer_checkpoint_with_invalid_clusters_is_refused(tmp_path):
+    model = build_model("resnet20", regularizer="dropcluster").train()
+    model(torch.randn(2, 3, 32, 32))
+    state = {k: v.float() if k.endswith("labels") else v for k, v in model.state_dict().items()}
+    torch.save({"model": state, "config": RunConfig(model="resnet20", regularizer="dropcluster").to_json()},
+               tmp_path / "checkpoint.pt")
+    with pytest.raises(WeightsError, match="clusters .* are not valid"):
+        load_checkpoint_model(tmp_path / "checkpoint.pt")
+
+
 def test_a_trainer_checkpoint_whose_weights_do_not_match_its_settings_is_refused(tmp_path):
     _trainer_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet56"), RunConfig(model="resnet20"))
     with pytest.raises(WeightsError, match="does not fit ResNet-20"):

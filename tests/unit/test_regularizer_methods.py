@@ -167,6 +167,30 @@ def test_dropcluster_resets_to_a_grid_when_the_shape_changes():
     assert torch.equal(module.labels[0], grid_labels(8, 8, 4))
 
 
+def test_dropcluster_set_clusters_uses_handed_labels_as_fitted():
+    fitted = DropCluster(0.1, 4, refit_every=0)
+    fitted.fit(randn(8, 2, 6, 6))
+    module = DropCluster(0.5, 4, refit_every=0).set_clusters(fitted.labels.to(torch.int32))
+    assert module.fitted and module.labels.dtype == torch.int64
+    stages = module.train().explain(randn(3, 2, 6, 6), torch.Generator().manual_seed(0))
+    assert torch.equal(stages["clusters"][0], fitted.labels)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (torch.zeros(6, 6, dtype=torch.int64), r"\(C, H, W\)"),
+    (torch.zeros(0, 6, 6, dtype=torch.int64), r"\(C, H, W\)"),
+    (torch.zeros(2, 6, 6), "integer"),
+    (torch.zeros(2, 6, 6, dtype=torch.bool), "integer"),
+    (torch.full((2, 6, 6), 4), r"\[0, 4\)"),
+    (torch.full((2, 6, 6), -1), r"\[0, 4\)"),
+])
+def test_dropcluster_set_clusters_refuses_bad_labels(labels, message):
+    module = DropCluster(0.1, 4)
+    with pytest.raises(ValueError, match=message):
+        module.set_clusters(labels)
+    assert module.labels is None and not module.fitted
+
+
 @pytest.mark.parametrize("sampler", ["sparse", "dense"])
 def test_cluster_mask_rate_is_exact_for_unequal_clusters(sampler):
     """Each unit's cluster is dropped with probability p, so even with very unequal clusters the dropped
