@@ -2,6 +2,7 @@
 
 Browser tests (``@pytest.mark.browser``) use ``app_server`` (the app started exactly as ``make run`` starts
 it, on a free loopback port), ``page`` (a fresh Playwright page) and ``screenshot(page, name)``.
+Tests that need a finished run with a checkpoint call the ``train_tiny_run`` fixture: ``train_tiny_run(runs_dir)``.
 """
 from __future__ import annotations
 
@@ -63,6 +64,28 @@ def cifar10_dir() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------- training runs
+
+def _train_tiny_run(runs_dir) -> str:
+    """One epoch of ResNet-20 on 64 digits through the trainer's Python API (a few seconds on a CPU), in
+    ``runs_dir``; returns the finished run's id (its checkpoint is in the run's folder)."""
+    from dropviz.train import RunConfig, RunsDB, train_run  # here: every test loads conftest, few train
+
+    config = RunConfig(model="resnet20", dataset="digits", epochs=1, limit_train=64, limit_test=32, batch_size=32,
+                       device="cpu").validate()
+    db = RunsDB(runs_dir)
+    run_id = db.create_run(config)
+    db.close()
+    assert train_run(runs_dir, run_id, progress=False) == "finished"
+    return run_id
+
+
+@pytest.fixture(scope="session")
+def train_tiny_run():
+    """``train_tiny_run(runs_dir) -> run_id``: a finished one-epoch run with a checkpoint (see above)."""
+    return _train_tiny_run
 
 
 # ---------------------------------------------------------------- the running app

@@ -9,24 +9,13 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from app import ROOT
-from dropviz.train import RunConfig, RunsDB, run_dir, train_run
+from dropviz.train import RunConfig, RunsDB, run_dir
 
 TIMEOUT_S = 180
 
 
-def train_tiny_run(runs_dir) -> str:
-    """One epoch of ResNet-20 on 64 digits through the trainer's Python API (a few seconds on a CPU)."""
-    config = RunConfig(model="resnet20", dataset="digits", epochs=1, limit_train=64, limit_test=32, batch_size=32,
-                       device="cpu").validate()
-    db = RunsDB(runs_dir)
-    run_id = db.create_run(config)
-    db.close()
-    assert train_run(runs_dir, run_id, progress=False) == "finished"
-    return run_id
-
-
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
+def runs_dir(tmp_path_factory, train_tiny_run):
     """A runs folder with a trained run and a run whose checkpoint is cut in half."""
     folder = tmp_path_factory.mktemp("runs")
     good = train_tiny_run(folder)

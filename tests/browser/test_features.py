@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.test_features import train_tiny_run
-
 pytestmark = pytest.mark.browser
 
 EXCEPTION = '[data-testid="stException"]'
@@ -59,7 +57,7 @@ def test_layer_and_method_change_the_grid(app_server, page, screenshot, wait_for
     screenshot(page, "features-dropcluster-stage3")
 
 
-def test_trained_checkpoint_then_a_corrupt_upload(app_server, page, screenshot, wait_for_app):
+def test_trained_checkpoint_then_a_corrupt_upload(app_server, page, screenshot, wait_for_app, train_tiny_run):
     page.set_viewport_size(TALL)
     run_id = train_tiny_run(app_server.runs_dir)
     app_server.open(page, f"features?weights=run:{run_id}")
