@@ -74,20 +74,22 @@ else:
 for note in notes:
     st.warning(note)
 
-# Header: where we are, and the step buttons beside it.
-title_column, *nav_columns = st.columns([6, 1.6, 1.6], vertical_alignment="center")
-with title_column:
+# Header: where we are, and the step buttons beside it, as wide as their labels (a share of the row cut
+# "← Previous" short beside the sidebar at 1280 px); the title takes the rest.
+header = st.container(horizontal=True, vertical_alignment="center", gap="medium")
+with header.container(width="stretch"):
     st.header(f"{chapter_index + 1}. {chapter.title}", anchor=False, help=chapter.summary)
     st.subheader(f"Step {step} of {len(chapter.steps)}: {view.current.title}", anchor=False)
     if chapter.source:
         st.caption(f"Source: {chapter.source}")
 if "nav" not in view.hide:
     earlier, later = previous_view(), next_view()
-    nav_columns[0].button("← Previous", key="previous", disabled=earlier is None, width="stretch",
-                          on_click=go_to, args=earlier or (chapter.key, step))
-    nav_columns[1].button("Next →", key="next", type="primary", disabled=later is None, width="stretch",
-                          help=None if step < len(chapter.steps) or later is None else "Next chapter",
-                          on_click=go_to, args=later or (chapter.key, step))
+    nav = header.container(horizontal=True, width="content", gap="small")
+    nav.button("← Previous", key="previous", disabled=earlier is None, on_click=go_to,
+               args=earlier or (chapter.key, step))
+    nav.button("Next →", key="next", type="primary", disabled=later is None,
+               help=None if step < len(chapter.steps) or later is None else "Next chapter",
+               on_click=go_to, args=later or (chapter.key, step))
 
 figure_area = st.container()
 formula_column, text_column = st.columns([1, 1], vertical_alignment="center")

@@ -48,6 +48,9 @@ def test_default_view_tells_the_story_with_the_table_of_contents(app_server, pag
     for number, c in enumerate(CHAPTERS, start=1):
         assert f"{number}. {c.title}" in sidebar.inner_text()
     assert page.locator(EXCEPTION).count() == 0
+    for key in ("previous", "next"):  # at 1280 x 720 beside the sidebar, no label is cut to "← Previo..."
+        label = page.locator(f'.st-key-{key} button [data-testid="stMarkdownContainer"]')
+        assert label.evaluate("e => e.scrollWidth <= e.clientWidth"), label.inner_text()
     screenshot(page, "lecture-default")
 
 
