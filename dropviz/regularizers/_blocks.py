@@ -275,15 +275,22 @@ def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockD
     if isinstance(gamma, float):
         seeds = bernoulli_positions(total, gamma, generator, x.device)
     else:
-        # Per-position rates: thinning. Candidates at the largest rate, each kept with probability
-        # rate / largest rate, are exactly independent Bernoulli(rate) seeds.
-        ceiling = float(gamma.max())
-        candidates = bernoulli_positions(total, ceiling, generator, x.device)
-        rates = gamma.expand(*mask_shape[:2], *valid).reshape(-1)[torch.from_numpy(candidates).to(gamma.device)]
-        accept = torch.rand(rates.shape, generator=generator, device=gamma.device) * ceiling < rates
-        seeds = candidates[accept.cpu().numpy()]
+        rates = gamma.expand(*mask_shape[:2], *valid).reshape(-1)
+        seeds = thinned_positions(total, float(gamma.max()), lambda candidates: rates[candidates], generator,
+                                  x.device)
     dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds)
     return BlockDraw(mask_shape, None, dropped, seed_map)
+
+
+def thinned_positions(total: int, ceiling: float, rates_at, generator: torch.Generator | None,
+                      device: torch.device) -> np.ndarray:
+    """Sorted successes of ``total`` independent Bernoulli trials with per-trial rates at most ``ceiling``,
+    by thinning: candidates at rate ``ceiling``, each kept with probability ``rate / ceiling``, are exactly
+    those trials. ``rates_at(indices)`` gives the rates of the candidates only (a tensor on ``device``)."""
+    candidates = bernoulli_positions(total, ceiling, generator, device)
+    rates = rates_at(torch.from_numpy(candidates).to(device))
+    accept = torch.rand(rates.shape, generator=generator, device=device) * ceiling < rates
+    return candidates[accept.cpu().numpy()]
 
 
 def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,

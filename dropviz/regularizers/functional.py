@@ -82,17 +82,25 @@ def salience_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int, exact
     so the expected number of seeds is DropBlock's; probabilities are clipped to 1 (and a map that is all
     zero falls back to uniform).
     """
+    salience, per_unit, uniform, _, _ = _salience(x, drop_prob, block_size, exact_rate)
+    return torch.addcmul(uniform, salience, per_unit).clamp_(max=1.0)
+
+
+def _salience(x: torch.Tensor, drop_prob: float, block_size: int,
+              exact_rate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int], float]:
+    """``|x|`` at the valid block centres (float32), and per sample and channel the factor and the offset
+    that make the seed rate ``min(uniform + salience * per_unit, 1)``: ``gamma / mean`` and 0, or 0 and
+    ``gamma`` for an all-zero map; also the clipped block and DropBlock's rate gamma (the mean rate)."""
     drop_prob = check_drop_prob(drop_prob)
     check_rank(x, (4,), "(N, C, H, W)")
     spatial = tuple(x.shape[2:])
     block = _blocks.clip_block(spatial, check_block_size(block_size))
     gamma = _blocks.seed_rate(drop_prob, spatial, block, exact_rate)
     (kh, kw), (h, w) = block, spatial
-    centres = x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
-    mean = centres.mean(dim=(2, 3), keepdim=True)
-    # gamma * |x| / mean in one pass; an all-zero map gets the uniform rate gamma instead
+    salience = x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
+    mean = salience.mean(dim=(2, 3), keepdim=True)
     per_unit = torch.where(mean > 0, gamma / mean.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
-    return torch.addcmul((mean == 0) * gamma, centres, per_unit).clamp_(max=1.0)
+    return salience, per_unit, (mean == 0) * gamma, block, gamma
 
 
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
@@ -105,10 +113,28 @@ def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
 def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
                          generator: torch.Generator | None = None, exact_rate: bool = True,
                          with_seeds: bool = False) -> _blocks.BlockDraw:
-    """:func:`prob_drop_block_mask` with the seed map; used by the module."""
-    rates = salience_seed_rate(x, drop_prob, block_size, exact_rate)
-    block = _blocks.clip_block(tuple(x.shape[2:]), block_size)
-    return _blocks.draw_block_mask(x, rates, block, False, generator, "auto", with_seeds)
+    """:func:`prob_drop_block_mask` with the seed map; used by the module.
+
+    On the CPU the seeds are drawn by thinning (:func:`~dropviz.regularizers._blocks.thinned_positions`)
+    when their largest rate is small: the rates are then computed only at the few candidates, from each
+    map's largest salience, never for the whole valid grid."""
+    salience, per_unit, uniform, block, gamma = _salience(x, drop_prob, block_size, exact_rate)
+    if _blocks.sparse_ok(x) and gamma * math.prod(block) <= _blocks.SPARSE_MAX_COVERAGE:  # as draw_block_mask
+        ceiling = min(float((uniform + salience.amax(dim=(2, 3), keepdim=True) * per_unit).max()), 1.0)
+        if ceiling <= _blocks.SPARSE_MAX_CANDIDATE_RATE:
+            n, c, _, width = salience.shape
+            per_map = math.prod(salience.shape[2:])
+
+            def rates_at(candidates: torch.Tensor) -> torch.Tensor:
+                maps, within = candidates // per_map, candidates % per_map
+                units = salience[maps // c, maps % c, within // width, within % width]
+                return (uniform.reshape(-1)[maps] + units * per_unit.reshape(-1)[maps]).clamp_(max=1.0)
+
+            seeds = _blocks.thinned_positions(salience.numel(), ceiling, rates_at, generator, x.device)
+            dropped, seed_map = _blocks.expand_seed_index(seeds, (n, c, *x.shape[2:]), block, x, with_seeds)
+            return _blocks.BlockDraw((n, c, *x.shape[2:]), None, dropped, seed_map)
+    rates = torch.addcmul(uniform, salience, per_unit).clamp_(max=1.0)
+    return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds)
 
 
 def cluster_mask(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,
