@@ -54,7 +54,9 @@ def max_running_from_env() -> int:
 def worker_alive(pid: int | None, run_id: str | None = None) -> bool:
     """Whether ``pid`` is a live (not zombie) dropviz training process, for ``run_id`` if given.
 
-    Checking the command line guards against a recycled pid belonging to something else."""
+    Checking the command line guards against a recycled pid belonging to something else. A live process with
+    no command line is one the kernel is still exec'ing: ``Popen`` returns (and we record the pid) before the
+    new program's arguments are set up, so it reads empty for a moment. It counts as alive; the next look tells."""
     if not pid:
         return False
     proc = Path("/proc") / str(pid)
@@ -68,11 +70,13 @@ def worker_alive(pid: int | None, run_id: str | None = None) -> bool:
             return True
     try:
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return state not in ("Z", "X") and "dropviz.train" in cmdline and (run_id is None or "--worker" not in cmdline
-                                                                       or run_id in cmdline)
+    if state in ("Z", "X"):
+        return False
+    return not cmdline or "dropviz.train" in cmdline and (run_id is None or "--worker" not in cmdline
+                                                          or run_id in cmdline)
 
 
 class JobManager:
@@ -175,8 +179,10 @@ class JobManager:
                            f"SIGKILL or the out-of-memory killer); last heartbeat at "
                            f"{time.strftime('%H:%M:%S', time.localtime(beat))}. Metrics logged until then are "
                            f"kept; resume continues from the last checkpoint (epoch {run['epoch']}).")
+                # only the worker we judged: a resume may have started another one since we read the row
                 self.db.conn.execute("UPDATE runs SET status = 'failed', error = ?, finished = ? "
-                                     "WHERE id = ? AND status = ?", (message, now, run["id"], run["status"]))
+                                     "WHERE id = ? AND status = ? AND pid IS ?",
+                                     (message, now, run["id"], run["status"], run["pid"]))
         return dead
 
     def schedule(self) -> list[str]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +53,34 @@ def test_sigkill_mid_epoch_fails_the_run_keeps_its_metrics_and_resume_finishes(t
     steps = [row["step"] for row in manager.db.steps(run_id)]
     assert steps == list(range(1, 3 * 32 + 1))  # every step once: nothing lost, nothing doubled
     assert [e["epoch"] for e in manager.db.epochs(run_id)] == [1, 2, 3]
+
+
+# fields 48 and 49 of /proc/PID/stat (proc(5)): where the kernel reads the process's command line from
+BLANK_OWN_COMMAND_LINE = """
+import ctypes, time
+fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+arg_start, arg_end = int(fields[45]), int(fields[46])
+ctypes.memset(arg_start, 0, arg_end - arg_start)
+print("blank", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_worker_the_kernel_is_still_starting_is_not_called_dead(tmp_path):
+    """Popen returns, and the pid is recorded, before the kernel has set up the new program's arguments, so the
+    first poll after a launch or resume can find the worker with a blank command line. A process that blanks its
+    own command line stands in for that moment (which lasts microseconds, too short to hit on purpose)."""
+    manager = JobManager(tmp_path)
+    run_id = manager.db.create_run(RunConfig(**TINY), status="starting")
+    with subprocess.Popen([sys.executable, "-c", BLANK_OWN_COMMAND_LINE], stdout=subprocess.PIPE) as process:
+        try:
+            assert process.stdout.readline() == b"blank\n"
+            assert Path(f"/proc/{process.pid}/cmdline").read_bytes().strip(b"\0") == b""
+            manager.db.update_run(run_id, pid=process.pid)
+            assert manager.reap() == [] and manager.run(run_id)["status"] == "starting"
+        finally:
+            process.kill()
+    assert manager.reap() == [run_id]  # once it is gone, the next poll says so
 
 
 def test_two_runs_at_once_keep_their_metrics_apart(tmp_path):
