@@ -275,7 +275,7 @@ def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockD
     if isinstance(gamma, float):
         seeds = bernoulli_positions(total, gamma, generator, x.device)
     else:
-        rates = gamma.expand(*mask_shape[:2], *valid).reshape(-1)
+        rates = gamma.expand(*mask_shape[:2], *valid).reshape(-1).numpy()
         seeds = thinned_positions(total, float(gamma.max()), lambda candidates: rates[candidates], generator,
                                   x.device)
     dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds)
@@ -286,11 +286,11 @@ def thinned_positions(total: int, ceiling: float, rates_at, generator: torch.Gen
                       device: torch.device) -> np.ndarray:
     """Sorted successes of ``total`` independent Bernoulli trials with per-trial rates at most ``ceiling``,
     by thinning: candidates at rate ``ceiling``, each kept with probability ``rate / ceiling``, are exactly
-    those trials. ``rates_at(indices)`` gives the rates of the candidates only (a tensor on ``device``)."""
+    those trials. ``rates_at(indices)`` gives the rates of the candidates only (NumPy in and out: these
+    arrays are small, and NumPy's per-call cost is a fraction of torch's)."""
     candidates = bernoulli_positions(total, ceiling, generator, device)
-    rates = rates_at(torch.from_numpy(candidates).to(device))
-    accept = torch.rand(rates.shape, generator=generator, device=device) * ceiling < rates
-    return candidates[accept.cpu().numpy()]
+    uniform = torch.rand(candidates.shape, generator=generator, device=device).cpu().numpy()
+    return candidates[uniform * np.float32(ceiling) < rates_at(candidates)]
 
 
 def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from . import _blocks
@@ -124,11 +125,13 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
         if ceiling <= _blocks.SPARSE_MAX_CANDIDATE_RATE:
             n, c, _, width = salience.shape
             per_map = math.prod(salience.shape[2:])
+            salience_np, uniform_np, per_unit_np = (t.numpy() for t in (salience, uniform.reshape(-1),
+                                                                       per_unit.reshape(-1)))
 
-            def rates_at(candidates: torch.Tensor) -> torch.Tensor:
-                maps, within = candidates // per_map, candidates % per_map
-                units = salience[maps // c, maps % c, within // width, within % width]
-                return (uniform.reshape(-1)[maps] + units * per_unit.reshape(-1)[maps]).clamp_(max=1.0)
+            def rates_at(candidates: np.ndarray) -> np.ndarray:
+                maps, within = np.divmod(candidates, per_map)
+                units = salience_np[maps // c, maps % c, within // width, within % width]
+                return np.minimum(uniform_np[maps] + units * per_unit_np[maps], np.float32(1.0))
 
             seeds = _blocks.thinned_positions(salience.numel(), ceiling, rates_at, generator, x.device)
             dropped, seed_map = _blocks.expand_seed_index(seeds, (n, c, *x.shape[2:]), block, x, with_seeds)
