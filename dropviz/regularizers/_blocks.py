@@ -125,19 +125,15 @@ def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], strides: tuple
     only overlap if their seeds are within ``sum((k_d - 1) * grid_stride_d)`` of each other, so only those
     nearby pairs are compared.
     """
-    valid = _valid_shape(tuple(mask_shape[2:]), block)
-    grid = (mask_shape[0] * mask_shape[1], *valid)
+    grid, template, reach = _block_geometry(tuple(mask_shape), tuple(strides), tuple(block))
     slab, *position = np.unravel_index(seeds, grid)
     start = (slab // mask_shape[1]) * strides[0] + (slab % mask_shape[1]) * strides[1]
     for coordinate, stride in zip(position, strides[2:]):
         start = start + coordinate * stride
-    template = np.zeros((), dtype=np.int64)
-    for k, stride in zip(block, strides[2:]):
-        template = template[..., None] + np.arange(k) * stride
-    units = start[:, None] + template.reshape(1, -1)
+    units = start[:, None] + template
+    if len(seeds) < 2:
+        return units.reshape(-1), start
     repeated = np.zeros(units.shape, dtype=bool)
-    grid_strides = np.cumprod((1,) + valid[:0:-1])[::-1]
-    reach = int(sum((k - 1) * g for k, g in zip(block, grid_strides)))
     for lag in range(1, len(seeds)):
         later = np.nonzero(seeds[lag:] - seeds[:-lag] <= reach)[0] + lag
         if later.size == 0:
@@ -155,6 +151,22 @@ def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], strides: tuple
             inside = inside & ((unit >= 0) & (unit < k)).reshape(shape)
         repeated[later] |= inside.reshape(later.size, units.shape[1])
     return units[~repeated], start
+
+
+@lru_cache(maxsize=256)
+def _block_geometry(mask_shape: tuple[int, ...], strides: tuple[int, ...],
+                    block: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray, int]:
+    """Per-shape constants of :func:`block_offsets` (cached: it runs on every draw): the valid grid
+    ``(N * C, *valid)``, a block's unit offsets from its first unit ``(1, prod(block))``, and the largest
+    flat-index distance between the seeds of two overlapping blocks."""
+    valid = _valid_shape(mask_shape[2:], block)
+    template = np.zeros((), dtype=np.int64)
+    for k, stride in zip(block, strides[2:]):
+        template = template[..., None] + np.arange(k) * stride
+    grid_strides = np.cumprod((1,) + valid[:0:-1])[::-1]
+    reach = int(sum((k - 1) * g for k, g in zip(block, grid_strides)))
+    template.flags.writeable = False
+    return (mask_shape[0] * mask_shape[1], *valid), template.reshape(1, -1), reach
 
 
 def cluster_offsets(triples: np.ndarray, labels: np.ndarray, n_clusters: int, shape: tuple[int, ...],
@@ -311,7 +323,12 @@ def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tup
 
 def mask_strides(shape: tuple[int, ...], x: torch.Tensor) -> tuple[int, ...]:
     """Strides of a dense mask of ``shape`` in ``x``'s memory format (what the storage offsets refer to)."""
-    return torch.empty(shape, device="meta").contiguous(memory_format=memory_format(x)).stride()
+    return _strides(tuple(shape), memory_format(x))
+
+
+@lru_cache(maxsize=256)
+def _strides(shape: tuple[int, ...], layout: torch.memory_format) -> tuple[int, ...]:
+    return torch.empty(shape, device="meta").contiguous(memory_format=layout).stride()
 
 
 def _filled(shape: tuple[int, ...], x: torch.Tensor, value: float) -> torch.Tensor:
