@@ -65,7 +65,26 @@ def _seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...
     paper = drop_prob * numel / (math.prod(block) * n_valid)
     if not exact or drop_prob == 0.0:
         return paper
-    # Histogram of coverage counts: c(u) is the product of the per-dimension counts.
+    # Newton's method on the expected drop, increasing and concave in gamma: from the paper's rate, which
+    # under-drops (1 - (1 - gamma)^c <= c * gamma), every step stays below the root and nears it quadratically.
+    # (Training ramps drop_prob every step, so this runs once per step and block shape: it must be quick.)
+    counts, weights = _coverage_histogram(spatial, block)
+    gamma = paper
+    for _ in range(100):
+        log_survive = counts * math.log1p(-gamma)
+        expected_drop = weights @ -np.expm1(log_survive)  # 1 - mean_u (1 - gamma)^c(u)
+        slope = weights @ (counts * np.exp(log_survive)) / (1.0 - gamma)
+        step = (drop_prob - expected_drop) / slope
+        gamma = min(gamma + max(step, 0.0), 1.0)
+        if step <= 1e-12 * gamma or gamma >= 1.0:
+            break
+    return float(gamma)
+
+
+@lru_cache(maxsize=128)
+def _coverage_histogram(spatial: tuple[int, ...], block: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct coverage counts ``c(u)`` over the map, and the fraction of units having each; ``c(u)`` is
+    the product of the per-dimension counts."""
     histogram = Counter({1: 1})
     for size, k in zip(spatial, block):
         per_dim = Counter(coverage_counts(size, k))
@@ -74,22 +93,9 @@ def _seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...
             for b, n in per_dim.items():
                 combined[a * b] += m * n
         histogram = combined
-
-    def expected_drop(gamma: float) -> float:  # 1 - mean_u (1 - gamma)^c(u)
-        if gamma >= 1.0:
-            return 1.0
-        return sum(m * -math.expm1(c * math.log1p(-gamma)) for c, m in histogram.items()) / numel
-
-    low, high = paper, 1.0  # expected_drop(paper) <= p <= expected_drop(1) = 1
-    for _ in range(100):
-        mid = 0.5 * (low + high)
-        if expected_drop(mid) < drop_prob:
-            low = mid
-        else:
-            high = mid
-        if high - low <= 1e-12 * high:
-            break
-    return 0.5 * (low + high)
+    counts = np.array(list(histogram), dtype=np.float64)
+    weights = np.array(list(histogram.values()), dtype=np.float64) / math.prod(spatial)
+    return counts, weights
 
 
 def bernoulli_positions(total: int, gamma: float, generator: torch.Generator | None,
