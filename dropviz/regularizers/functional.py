@@ -100,8 +100,9 @@ def _salience(x: torch.Tensor, drop_prob: float, block_size: int,
     (kh, kw), (h, w) = block, spatial
     salience = x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
     mean = salience.mean(dim=(2, 3), keepdim=True)
-    per_unit = torch.where(mean > 0, gamma / mean.clamp_min(torch.finfo(torch.float32).tiny), 0.0)
-    return salience, per_unit, (mean == 0) * gamma, block, gamma
+    all_zero = mean == 0
+    per_unit = gamma / mean.masked_fill(all_zero, math.inf)  # 0 for an all-zero map
+    return salience, per_unit, all_zero * gamma, block, gamma
 
 
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
@@ -121,7 +122,8 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
     map's largest salience, never for the whole valid grid."""
     salience, per_unit, uniform, block, gamma = _salience(x, drop_prob, block_size, exact_rate)
     if _blocks.sparse_ok(x) and gamma * math.prod(block) <= _blocks.SPARSE_MAX_COVERAGE:  # as draw_block_mask
-        ceiling = min(float((uniform + salience.amax(dim=(2, 3), keepdim=True) * per_unit).max()), 1.0)
+        # a map's largest rate is gamma * max / mean >= gamma, or gamma where all zero
+        ceiling = min(max(float((salience.amax(dim=(2, 3), keepdim=True) * per_unit).max()), gamma), 1.0)
         if ceiling <= _blocks.SPARSE_MAX_CANDIDATE_RATE:
             n, c, _, width = salience.shape
             per_map = math.prod(salience.shape[2:])
