@@ -142,7 +142,7 @@ else:
 
 shapes = model.layer_shapes()
 layers = list(shapes)
-top = st.columns([3, 3, 4, 2], vertical_alignment="bottom")
+top = st.columns([4, 4, 7, 3], vertical_alignment="bottom")
 layer = top[0].selectbox("Layer", layers, index=len(layers) // 2, key="layer", bind=URL,
                          help="Output of the stem or of a residual block, C x H x W:\n"
                               + "\n".join(f"- {n}: {shape_text(shapes[n])}" for n in layers))
