@@ -1,7 +1,8 @@
 """The lecture, in teaching order: each chapter is one idea, each step a figure, a formula and a sentence.
 
 Every figure is computed live from the library's regularizers (their ``explain()`` stages, the same code
-path as ``forward()``) on a real photo used as a feature map, with the seed from the URL.
+path as ``forward()``), with the seed from the URL: chapter 1 on a real conv feature map (one channel of a
+ResNet-20's stem output), the others on a photo used as a feature map.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from dropviz.data.images import SAMPLES, load_sample, to_feature_map
+from dropviz.features import load_feature_model, rank_channels
 from dropviz.regularizers import REGISTRY
 from dropviz.regularizers.registry import Param
 from dropviz.regularizers.scheduler import LinearScheduler
@@ -25,6 +27,7 @@ from .model import Chapter, Step
 
 MAP_SIDE = 56  # a ResNet-50 stage-1 feature map is 56 x 56
 PHOTO = "chelsea"
+STEM_MODEL, STEM_SEED = "resnet20", 0  # chapter 1's network, randomly initialised from a fixed seed
 
 # The lecture's controls, one URL parameter each (named like the regularizers' arguments).
 CONTROLS: dict[str, Param] = {param.name: param for param in (
@@ -46,6 +49,23 @@ def photo_map(name: str = PHOTO, side: int = MAP_SIDE) -> torch.Tensor:
     """A grayscale photo as a ``(1, 1, side, side)`` map in [0, 1]: like an early conv feature map,
     neighbouring values are nearly equal, which is all the argument needs."""
     return to_feature_map(load_sample(name), side, gray=True)
+
+
+@lru_cache(maxsize=1)
+def stem_map() -> tuple[torch.Tensor, int]:
+    """A real conv feature map: the most active channel of an untrained ResNet-20's stem output on the
+    photo, as a ``(1, 1, MAP_SIDE, MAP_SIDE)`` map scaled to [0, 1] (correlations and R^2 do not depend on
+    the scale), and that channel's index.
+
+    The stem (3 x 3 conv, BatchNorm, ReLU) runs on the photo at 56 x 56 rather than the network's 32 x 32
+    input: a conv accepts any size, and at 56 x 56 the map shows the cat's shapes clearly and has the same
+    side as every other chapter's map."""
+    model = load_feature_model(STEM_MODEL, seed=STEM_SEED)
+    activations, _ = model.capture(model.normalise(to_feature_map(load_sample(PHOTO), MAP_SIDE)), ["stem"])
+    stem = activations["stem"][0]
+    channel = int(rank_channels(stem)[0])
+    channel_map = stem[channel]
+    return (channel_map / channel_map.max().clamp(min=1e-12))[None, None].contiguous(), channel
 
 
 def explain(method: str, params: Mapping[str, Any], x: torch.Tensor | None = None,
@@ -81,14 +101,14 @@ def dropped_share(mask: torch.Tensor) -> float:
 # ------------------------------------------------------------------ 1. why element dropout fails
 
 def _correlation(params):
-    x = plane(photo_map())
+    x = plane(stem_map()[0])
     rho = spatial_autocorrelation(x, 10)
-    return figures.correlation_figure(panel(x, "feature map"), rho.tolist(),
+    return figures.correlation_figure(panel(x, f"ResNet-20 stem, channel {stem_map()[1]}"), rho.tolist(),
                                       f"A unit and its neighbour 1 pixel away: correlation {float(rho[0]):.2f}")
 
 
 def _dropout_once(params):
-    stages = explain("dropout", params)
+    stages = explain("dropout", params, stem_map()[0])
     return figures.panel_figure(
         [panel(stages["input"], "feature map x"), panel(stages["mask"], "mask m (black = dropped)", "mask"),
          panel(stages["output"], "output y")],
@@ -96,7 +116,7 @@ def _dropout_once(params):
 
 
 def _leak(params):
-    stages = explain("dropout", params)
+    stages = explain("dropout", params, stem_map()[0])
     x, mask = plane(stages["input"]), plane(stages["mask"])
     estimate, _ = neighbour_estimate(x, mask)
     return figures.panel_figure(
@@ -109,8 +129,8 @@ def _dropout_vs_blocks(params):
     frames, levels = [], np.round(np.arange(0.0, 0.501, 0.05), 2)
     for p in levels:
         p = float(p)
-        element = explain("dropout", params, drop_prob=p)
-        blocks = explain("dropblock", params, drop_prob=p)
+        element = explain("dropout", params, stem_map()[0], drop_prob=p)
+        blocks = explain("dropblock", params, stem_map()[0], drop_prob=p)
         shares = [recovered_fraction(plane(s["input"]), plane(s["mask"])) for s in (element, blocks)]
         caption = ("p = 0: nothing dropped" if p == 0 else
                    f"p = {p:.2f}: neighbours recover {shares[0]:.0%} (Dropout) vs {shares[1]:.0%} (DropBlock)")
@@ -127,15 +147,16 @@ SPATIAL = Chapter(
             "is not really gone: the next layer reads it off its neighbours.",
     controls=("drop_prob", "block_size", "seed"),
     steps=(
-        Step("Neighbours are nearly equal", "A photo at 56 × 56 stands in for an early conv feature map. "
-             "Like real feature maps it is smooth: a unit and its neighbour are strongly correlated, and the "
-             "correlation decays only slowly with distance.",
+        Step("Neighbours are nearly equal", "A real conv feature map: the most active channel of a ResNet-20's "
+             "first layer (3 × 3 conv, BatchNorm, ReLU) on a photo at 56 × 56. The network is untrained "
+             "(random weights, fixed seed), yet a unit and its neighbour are strongly correlated: conv filters "
+             "are local, so neighbouring outputs share most of their inputs, and the photo itself is smooth.",
              r"\rho(d) = \operatorname{corr}\left(x_{i,j},\; x_{i,j+d}\right)", _correlation),
         Step("Dropout zeroes single units", "Dropout draws an independent coin per unit and scales the "
              "survivors up, so the expected activation is unchanged.",
              r"y = \frac{m \odot x}{1-p}, \qquad m_{ij} \sim \mathrm{Bernoulli}(1-p)", _dropout_once),
         Step("The neighbours leak the dropped value", "A 3 × 3 convolution in the next layer sees each hole's "
-             "neighbours and can fill it in almost perfectly. So the network routes around the noise, and "
+             "neighbours and can fill in most of its value. So the network routes around the noise, and "
              "dropout barely regularises conv layers.",
              r"\hat x_{ij} = \frac{\sum_{(k,l) \in \mathcal N(i,j)} m_{kl}\, x_{kl}}"
              r"{\sum_{(k,l) \in \mathcal N(i,j)} m_{kl}}", _leak),

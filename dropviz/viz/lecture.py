@@ -131,7 +131,7 @@ def correlation_figure(feature_map: Panel, correlations: Sequence[float], title:
     """A feature map beside the correlation of each unit with its neighbour ``d`` pixels away."""
     distances = np.arange(1, len(correlations) + 1)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.1,
-                        subplot_titles=["feature map", "correlation with the unit d pixels away"])
+                        subplot_titles=[feature_map.title, "correlation with the unit d pixels away"])
     fig.add_trace(go.Image(source=png_uri(feature_map.pixels), hoverinfo="skip"), row=1, col=1)
     fig.add_trace(go.Scatter(x=distances, y=list(correlations), mode="lines+markers", line={"color": ACCENT,
                              "width": 4}, marker={"size": 10}, name="correlation",

@@ -1,4 +1,4 @@
-"""Lecture content: the story's claims hold on the real photo, geometry agrees with the library, runs are ours."""
+"""Lecture content: the story's claims hold on a real feature map, geometry agrees with the library, runs are ours."""
 from __future__ import annotations
 
 import re
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dropviz.lecture import CHAPTERS, CONTROLS, defaults
-from dropviz.lecture.chapters import (MAP_SIDE, PAPER_RESULTS, explain, our_curves, photo_map, plane,
+from dropviz.lecture.chapters import (MAP_SIDE, PAPER_RESULTS, explain, our_curves, plane, stem_map,
                                       valid_seed_region)
-from dropviz.lecture.measure import recovered_fraction
+from dropviz.lecture.measure import recovered_fraction, spatial_autocorrelation
 from dropviz.regularizers import REGISTRY
 from dropviz.train.config import RunConfig
 from dropviz.train.db import DB_NAME, RunsDB
@@ -44,14 +44,19 @@ def test_seeds_fall_inside_the_valid_region_the_lecture_draws(block_size):
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (row0, row1, col0, col1)
 
 
-def test_the_story_holds_on_the_photo_neighbours_leak_dropout_but_not_blocks():
+def test_the_story_holds_on_the_real_feature_map_neighbours_leak_dropout_but_not_blocks():
+    x, channel = stem_map()
+    # A channel of the ResNet-20 stem (16 channels), shown at the other chapters' side, scaled to [0, 1].
+    assert x.shape == (1, 1, MAP_SIDE, MAP_SIDE) and 0 <= channel < 16
+    assert float(x.min()) >= 0.0 and float(x.max()) == pytest.approx(1.0)
+    assert float(spatial_autocorrelation(plane(x), 1)[0]) > 0.5  # neighbours share most of their inputs
     params = defaults()
-    element = explain("dropout", params)
-    blocks = explain("dropblock", params)
+    element = explain("dropout", params, x)
+    blocks = explain("dropblock", params, x)
     leak_element = recovered_fraction(plane(element["input"]), plane(element["mask"]))
     leak_blocks = recovered_fraction(plane(blocks["input"]), plane(blocks["mask"]))
-    assert leak_element > 0.75 and leak_blocks < 0.6 and leak_element - leak_blocks > 0.3
-    assert photo_map().shape == (1, 1, MAP_SIDE, MAP_SIDE)
+    # "much higher": the neighbours give back at least twice as much after Dropout as after DropBlock
+    assert leak_element > 0.5 and leak_element > 2 * leak_blocks
 
 
 def test_paper_numbers_are_the_published_ones():

@@ -81,3 +81,10 @@ def test_runs_figure_says_so_when_there_are_no_runs():
     assert fig.data[0].name == "ours: resnet20 + dropblock" and list(fig.data[0].y) == [50.0, 60.0]
     assert [(shape.y0, a.text) for shape, a in zip(fig.layout.shapes, fig.layout.annotations)] == [
         (93.95, "paper: 93.95")]
+
+
+def test_correlation_figure_names_the_map_it_shows():
+    fig = figures.correlation_figure(Panel(np.zeros((6, 6), np.uint8), "ResNet-20 stem, channel 3"), [0.9, 0.5])
+    assert [a.text for a in fig.layout.annotations][:2] == ["ResNet-20 stem, channel 3",
+                                                            "correlation with the unit d pixels away"]
+    assert list(fig.data[1].y) == [0.9, 0.5]
