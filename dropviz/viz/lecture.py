@@ -112,8 +112,9 @@ def _add_player(fig: go.Figure, labels: Sequence[str], slider_label: str, start:
                         {"label": "❚❚ Pause", "method": "animate", "args": go_to([None], 0)}],
         }],
         sliders=[{
-            "active": start, "x": 0.22, "len": 0.78, "y": y, "yanchor": "top", "pad": {"t": 10},
-            "currentvalue": {"prefix": f"{slider_label} = ", "font": {"size": FONT_SIZE}},
+            # Starts right of the buttons (about 190 px at presenter font sizes), value shown at its right end.
+            "active": start, "x": 0.3, "len": 0.7, "y": y, "yanchor": "top", "pad": {"t": 10},
+            "currentvalue": {"prefix": f"{slider_label} = ", "font": {"size": FONT_SIZE}, "xanchor": "right"},
             "steps": [{"label": label, "method": "animate", "args": go_to([label], 0)} for label in labels],
         }],
     )
