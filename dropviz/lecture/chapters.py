@@ -18,7 +18,7 @@ from dropviz.regularizers import REGISTRY
 from dropviz.regularizers.registry import Param
 from dropviz.regularizers.scheduler import LinearScheduler
 from dropviz.viz import lecture as figures
-from dropviz.viz.explain import draw
+from dropviz.viz.explain import draw, run
 from dropviz.viz.figures import Panel, to_pixels
 from dropviz.viz.texts import TEXTS
 
@@ -279,7 +279,7 @@ def _schedule(params):
             recorded.append(step)
             probs.append(scheduler.drop_prob)
         if step % (TRAINING_STEPS // 10) == 0:  # the same seed at every frame: only p changes
-            stages = scheduler.explain(photo_map(), torch.Generator().manual_seed(int(params["seed"])))
+            stages = run(scheduler, photo_map(), params["seed"])
             masks.append(panel(stages["mask"], "mask", "mask"))
         scheduler.step()
     return figures.schedule_sweep(recorded, probs, masks, list(range(0, 101, 10)), "Scheduled DropBlock")
@@ -390,7 +390,7 @@ def fitted_dropcluster_labels(n_clusters: int) -> torch.Tensor:
 def _cluster_stages(params):
     module = REGISTRY["dropcluster"].make(drop_prob=params["drop_prob"], n_clusters=params["n_clusters"])
     module.set_clusters(fitted_dropcluster_labels(params["n_clusters"]))
-    return module.explain(photo_map(), torch.Generator().manual_seed(int(params["seed"])))
+    return run(module, photo_map(), params["seed"])
 
 
 def _clusters(params):
