@@ -12,7 +12,9 @@ dropblock,         after both convs of every block of the last two stages and on
 probdropblock      shortcuts; ``p / 4`` in the second-to-last stage, ``p`` in the last (Ghiasi et al.
                    2018 put it in ResNet-50 groups 3 and 4 with these rates)
 disout             after both convs of every block of the last stage (Tang et al. 2020, CIFAR ResNets)
-dropcluster        after the stem conv (Chen et al. 2020 drop clusters of correlated early features)
+dropcluster        after the stem conv (Chen et al. 2020 drop clusters of correlated early features), or
+                   after the stage ``dropcluster_after`` names (``stage1``, ...: a feature-layer name);
+                   its clusters are fitted on the activations of the layer it sits after
 =================  ==============================================================================
 """
 from __future__ import annotations
@@ -32,15 +34,32 @@ PLACEMENT = {
     "dropblock": "last two stages",
     "probdropblock": "last two stages",
     "disout": "last stage",
-    "dropcluster": "stem",
+    "dropcluster": "stem, or a chosen stage",
 }
+DROPCLUSTER_DEFAULT = "stem"
 
 
-def insert_regularizer(model: ResNet, name: str, params: dict[str, Any] | None = None) -> ResNet:
-    """Insert ``REGISTRY[name]`` built with ``params`` into ``model`` (in place) and return it."""
+def check_dropcluster_after(layer_names, regularizer: str | None, dropcluster_after: str) -> None:
+    """Refuse a ``dropcluster_after`` that is not one of ``layer_names`` (a model's feature-layer names), or
+    that moves anything but DropCluster away from its place."""
+    names = list(layer_names)  # a list: an unhashable value is refused like any other
+    if dropcluster_after not in names:
+        raise ValueError(f"dropcluster_after must be one of {names}, got {dropcluster_after!r}")
+    if dropcluster_after != DROPCLUSTER_DEFAULT and regularizer != "dropcluster":
+        raise ValueError(f"dropcluster_after applies only to the dropcluster regularizer, not {regularizer or 'none'}; "
+                         f"leave it at {DROPCLUSTER_DEFAULT!r}")
+
+
+def insert_regularizer(model: ResNet, name: str, params: dict[str, Any] | None = None,
+                       dropcluster_after: str = DROPCLUSTER_DEFAULT) -> ResNet:
+    """Insert ``REGISTRY[name]`` built with ``params`` into ``model`` (in place) and return it.
+
+    ``dropcluster_after``: the feature layer (``stem``, ``stage1``, ...) DropCluster is appended to."""
     if name not in PLACEMENT or name not in REGISTRY:
         available = sorted(set(PLACEMENT) & set(REGISTRY))
         raise ValueError(f"regularizer must be one of {available} or none, got {name!r}")
+    layers = model.feature_layers()
+    check_dropcluster_after(layers, name, dropcluster_after)
     spec = REGISTRY[name]
     params = {**spec.defaults(), **(params or {})}
     drop_prob = params["drop_prob"]
@@ -57,8 +76,8 @@ def insert_regularizer(model: ResNet, name: str, params: dict[str, Any] | None =
     elif where == "residual branches":
         for depth, block in enumerate(blocks, 1):
             block.drop_residual = make(drop_prob * depth / len(blocks))
-    elif where == "stem":
-        model.stem.append(make(drop_prob))
+    elif name == "dropcluster":  # the stem and every stage are nn.Sequential: it becomes their last module
+        layers[dropcluster_after].append(make(drop_prob))
     else:
         stages = list(model.stages)
         rates = [drop_prob / 4, drop_prob] if where == "last two stages" else [drop_prob]

@@ -85,11 +85,13 @@ class ResNet(nn.Module):
 
     def feature_layers(self, blocks: bool = False) -> dict[str, nn.Module]:
         """Modules whose outputs are the named feature maps, in forward order: ``stem``, ``stage1``, ...;
-        with ``blocks=True`` every residual block instead of whole stages (``stage1.block1``, ...)."""
+        with ``blocks=True`` every residual block instead of whole stages (``stage1.block1``, ...; a
+        regularizer appended to a stage is not a block)."""
         layers: dict[str, nn.Module] = {"stem": self.stem}
         for stage_name, stage in self.stages.named_children():
             if blocks:
-                layers.update({f"{stage_name}.block{j}": b for j, b in enumerate(stage, 1)})
+                residual = [b for b in stage if isinstance(b, BasicBlock)]
+                layers.update({f"{stage_name}.block{j}": b for j, b in enumerate(residual, 1)})
             else:
                 layers[stage_name] = stage
         return layers

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dropviz.models import MODELS, PLACEMENT, Block, ShortcutA, build_model, regularizers
+from dropviz.models import MODELS, PLACEMENT, Block, ShortcutA, build_model, feature_layer_names, regularizers
 from dropviz.regularizers import REGISTRY, MultiSampleDropout, Regularizer
+from dropviz.regularizers.dropcluster import fit_cluster_labels
 
 torch.set_num_threads(1)
 
@@ -122,3 +123,52 @@ def test_multisample_dropout_wraps_the_head_and_gives_the_training_loss():
     model.eval()
     assert torch.allclose(model(x), model.head.head(model.features(x)))  # eval: the plain head
     assert model.loss(x, y, ce)[0].item() == pytest.approx(ce(model(x), y).item())
+
+
+@pytest.mark.parametrize("name, after, shape", [("resnet20", "stem", (16, 32, 32)), ("resnet20", "stage2", (32, 16, 16)),
+                                                ("resnet18", "stage4", (512, 4, 4))])
+def test_dropcluster_sits_after_the_chosen_layer_and_gets_its_activations(name, after, shape):
+    model = build_model(name, regularizer="dropcluster", dropcluster_after=after).train()
+    [module] = regularizers(model)
+    layer = model.feature_layers()[after]
+    assert layer[-1] is module  # the last module of the stem or stage: nothing of the layer runs after it
+    seen = {}
+    layer[-2].register_forward_hook(lambda m, i, out: seen.update(before=out))
+    module.register_forward_hook(lambda m, i, out: seen.update(received=i[0]))
+    model(torch.randn(2, 3, 32, 32))
+    assert tuple(seen["received"].shape[1:]) == shape and seen["received"] is seen["before"]
+    assert tuple(module.labels.shape) == shape  # clusters laid out on this layer's maps
+    blocks = model.feature_layers(blocks=True)
+    assert module not in blocks.values() and all(isinstance(b, Block) for n, b in blocks.items() if n != "stem")
+
+
+def test_dropcluster_fits_its_clusters_on_the_activations_of_its_stage():
+    torch.manual_seed(0)
+    model = build_model("resnet20", regularizer="dropcluster", params={"n_clusters": 4},
+                        dropcluster_after="stage3").train()
+    [module] = regularizers(model)
+    module.refit_every = 1  # refit on every training step's batch
+    seen = {}
+    model.stages.stage3[-2].register_forward_hook(lambda m, i, out: seen.update(stage3=out.detach().clone()))
+    model(torch.randn(6, 3, 32, 32))
+    assert module.fitted and tuple(module.labels.shape) == (64, 8, 8)
+    assert torch.equal(module.labels, fit_cluster_labels(seen["stage3"], 4))
+
+
+@pytest.mark.parametrize("name, after, message", [
+    ("dropcluster", "stage4", r"dropcluster_after must be one of \['stem', 'stage1', 'stage2', 'stage3'\], got 'stage4'"),
+    ("dropcluster", "stage1.block1", "dropcluster_after must be one of"),
+    ("dropcluster", ["stem"], "dropcluster_after must be one of"),
+    ("dropblock", "stage2", "dropcluster_after applies only to the dropcluster regularizer, not dropblock"),
+    (None, "stage1", "applies only to the dropcluster regularizer, not none"),
+])
+def test_a_bad_dropcluster_place_is_refused_naming_the_options(name, after, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("resnet20", regularizer=name, dropcluster_after=after)
+
+
+def test_feature_layer_names_are_the_places_dropcluster_may_sit():
+    assert feature_layer_names("resnet56") == ("stem", "stage1", "stage2", "stage3")
+    assert feature_layer_names("resnet18")[-1] == "stage4"
+    with pytest.raises(ValueError, match="model must be one of"):
+        feature_layer_names("vgg")
