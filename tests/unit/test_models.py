@@ -125,8 +125,8 @@ def test_multisample_dropout_wraps_the_head_and_gives_the_training_loss():
     assert model.loss(x, y, ce)[0].item() == pytest.approx(ce(model(x), y).item())
 
 
-@pytest.mark.parametrize("name, after, shape", [("resnet20", "stem", (16, 32, 32)), ("resnet20", "stage2", (32, 16, 16)),
-                                                ("resnet18", "stage4", (512, 4, 4))])
+@pytest.mark.parametrize("name, after, shape", [
+    ("resnet20", "stem", (16, 32, 32)), ("resnet20", "stage2", (32, 16, 16)), ("resnet18", "stage4", (512, 4, 4))])
 def test_dropcluster_sits_after_the_chosen_layer_and_gets_its_activations(name, after, shape):
     model = build_model(name, regularizer="dropcluster", dropcluster_after=after).train()
     [module] = regularizers(model)
@@ -156,7 +156,8 @@ def test_dropcluster_fits_its_clusters_on_the_activations_of_its_stage():
 
 
 @pytest.mark.parametrize("name, after, message", [
-    ("dropcluster", "stage4", r"dropcluster_after must be one of \['stem', 'stage1', 'stage2', 'stage3'\], got 'stage4'"),
+    ("dropcluster", "stage4",
+     r"dropcluster_after must be one of \['stem', 'stage1', 'stage2', 'stage3'\], got 'stage4'"),
     ("dropcluster", "stage1.block1", "dropcluster_after must be one of"),
     ("dropcluster", ["stem"], "dropcluster_after must be one of"),
     ("dropblock", "stage2", "dropcluster_after applies only to the dropcluster regularizer, not dropblock"),
