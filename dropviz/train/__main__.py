@@ -18,7 +18,7 @@ from dataclasses import fields
 import torch.distributed
 
 from dropviz.data.datasets import DATASETS
-from dropviz.models import MODELS, PLACEMENT
+from dropviz.models import MODELS, PLACEMENT, feature_layer_names
 from dropviz.regularizers import REGISTRY
 
 from .config import DEVICES, SCHEDULES, ConfigError, RunConfig, flag, regularizer_names
@@ -59,6 +59,14 @@ def parser() -> argparse.ArgumentParser:
     for name, (kind, help_text) in regularizer_params().items():
         p.add_argument(f"--{flag(name)}", dest=f"param_{name}", metavar=name.upper(),
                        type=_bool if kind is bool else kind, help=help_text)
+    models_by_layers: dict[tuple[str, ...], list[str]] = {}
+    for name in MODELS:
+        models_by_layers.setdefault(feature_layer_names(name), []).append(name)
+    places = "; ".join(f"{', '.join(names)}: {', '.join(layers)}" for layers, names in models_by_layers.items())
+    p.add_argument("--dropcluster-after", metavar="LAYER", default=defaults.dropcluster_after,
+                   help=f"with --regularizer dropcluster: the layer it sits after (default "
+                        f"{defaults.dropcluster_after}, as Chen et al. 2020); its clusters are fitted on that "
+                        f"layer's activations. {places}")
     p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
                    help="linear: drop_prob ramps from 0 to its value over the run (as DropBlock does)")
     p.add_argument("--epochs", type=int, default=defaults.epochs)

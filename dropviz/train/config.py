@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dropviz.data.datasets import DATASETS
-from dropviz.models import MODELS, PLACEMENT
+from dropviz.models import DROPCLUSTER_DEFAULT, MODELS, PLACEMENT, feature_layer_names
 from dropviz.regularizers import REGISTRY
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -31,6 +31,7 @@ class RunConfig:
     data_dir: str | None = None
     regularizer: str = "none"
     params: dict[str, Any] = field(default_factory=dict)  # regularizer parameters; REGISTRY has the rest
+    dropcluster_after: str = DROPCLUSTER_DEFAULT  # the feature layer DropCluster sits after: stem, stage1, ...
     schedule: str = "linear"  # drop_prob ramps from 0 over the run (DropBlock's scheduled variant)
     epochs: int = 10
     batch_size: int = 128
@@ -88,7 +89,7 @@ class RunConfig:
 
             if not torch.cuda.is_available():
                 problems.append("--device cuda was asked for but CUDA is not available here; use auto or cpu")
-        problems += self._regularizer_problems()
+        problems += self._regularizer_problems() + self._placement_problems()
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -120,6 +121,21 @@ class RunConfig:
             except (ValueError, TypeError) as error:
                 problems.append(f"{self.regularizer}: {error}")
         return problems
+
+
+    def _placement_problems(self) -> list[str]:
+        if self.dropcluster_after == DROPCLUSTER_DEFAULT:
+            return []
+        if self.regularizer != "dropcluster":
+            return [f"--dropcluster-after applies only to --regularizer dropcluster; got {self.dropcluster_after!r} "
+                    f"with {self.regularizer}"]
+        if self.model not in MODELS:
+            return []
+        places = feature_layer_names(self.model)
+        if self.dropcluster_after not in places:
+            return [f"--dropcluster-after must be one of {', '.join(places)} for {self.model}; "
+                    f"got {self.dropcluster_after!r}"]
+        return []
 
 
 KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -171,7 +171,8 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
                           f"images{' per process' if world_size > 1 else ''}")
 
     model = build_model(config.model, num_classes=len(train_data.classes),
-                        regularizer=config.regularizer, params=config.params)
+                        regularizer=config.regularizer, params=config.params,
+                        dropcluster_after=config.dropcluster_after)
     model = model.to(device, memory_format=torch.channels_last)
     step_module = _LossStep(model)
     if world_size > 1:

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any, Sequence
 
+from dropviz.models import DROPCLUSTER_DEFAULT
 from dropviz.regularizers import REGISTRY
 
 from .db import EPOCH_METRICS, STEP_METRICS, RunsDB
@@ -17,13 +18,17 @@ ACTIVE_OR_WAITING = ("queued", "starting", "running")
 def run_label(run: dict[str, Any]) -> str:
     """``dropblock p=0.1 b=3 · resnet20 · 3fa9c1``: what was run, and the id's tail to tell repeats apart.
 
-    Parameters at their registry default are left out, except ``drop_prob``."""
+    Parameters at their registry default are left out, except ``drop_prob``; so is DropCluster's place
+    unless it is not the stem (``dropcluster p=0.1 after stage2``)."""
     config = json.loads(run["config"])
     spec = REGISTRY.get(config["regularizer"])
     defaults = spec.defaults() if spec else {}
     short = {"drop_prob": "p", "block_size": "b", "alpha": "α", "n_clusters": "k", "n_samples": "n"}
     params = " ".join(f"{short.get(k, k)}={v}" for k, v in {**defaults, **config.get("params", {})}.items()
                       if k == "drop_prob" or defaults.get(k) != v)
+    place = config.get("dropcluster_after", DROPCLUSTER_DEFAULT)  # absent from configs stored before it existed
+    if place != DROPCLUSTER_DEFAULT:
+        params += f" after {place}"
     method = f"{config['regularizer']} {params}".strip()
     return f"{method} · {config['model']} · {run['id'][-6:]}"
 

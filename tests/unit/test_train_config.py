@@ -1,13 +1,15 @@
 """Run settings are checked before launch, with messages naming the flag; run ids never become paths."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
 from dropviz.train import ConfigError, RunConfig, check_run_id, run_dir
-from dropviz.train.__main__ import config_from_args, parser
+from dropviz.train.__main__ import config_from_args, main, parser
 
 
 def test_defaults_are_valid():
@@ -25,6 +27,12 @@ def test_defaults_are_valid():
     ({"regularizer": "dropblock", "params": {"n_clusters": 3}}, "--n-clusters does not apply to dropblock"),
     ({"regularizer": "dropblock", "params": {"block_size": 2.5}}, "--block-size must be an integer"),
     ({"regularizer": "magic"}, "--regularizer must be one of"),
+    ({"regularizer": "dropcluster", "dropcluster_after": "stage4"},
+     "--dropcluster-after must be one of stem, stage1, stage2, stage3 for resnet20; got 'stage4'"),
+    ({"regularizer": "dropcluster", "dropcluster_after": None}, "--dropcluster-after must be one of"),
+    ({"regularizer": "dropblock", "dropcluster_after": "stage2"},
+     "--dropcluster-after applies only to --regularizer dropcluster; got 'stage2' with dropblock"),
+    ({"dropcluster_after": "stage1"}, "--dropcluster-after applies only to --regularizer dropcluster"),
 ])
 def test_invalid_settings_are_refused_naming_the_flag(changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -43,6 +51,29 @@ def test_cli_flags_become_the_config():
     config = config_from_args(args)
     assert config.params == {"drop_prob": 0.2, "block_size": 3, "share_channels": True}
     assert config.limit_train == 100 and config.validate() is config
+
+
+def test_dropcluster_may_sit_after_any_stage_of_the_model():
+    RunConfig(model="resnet18", regularizer="dropcluster", dropcluster_after="stage4").validate()
+    args = parser().parse_args(["--regularizer", "dropcluster", "--dropcluster-after", "stage2"])
+    assert config_from_args(args).validate().dropcluster_after == "stage2"
+    assert config_from_args(parser().parse_args([])).dropcluster_after == "stem"
+
+
+def test_a_stored_config_from_before_the_dropcluster_place_loads_with_the_stem():
+    old = dataclasses.asdict(RunConfig(regularizer="dropcluster"))
+    del old["dropcluster_after"]
+    assert RunConfig.from_dict(json.loads(json.dumps(old))).validate().dropcluster_after == "stem"
+
+
+def test_cli_refuses_a_dropcluster_place_the_model_lacks_before_launch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # main() sets a SIGTERM handler: not in pytest
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "resnet56", "--regularizer", "dropcluster", "--dropcluster-after", "stage4",
+              "--runs-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--dropcluster-after must be one of stem, stage1, stage2, stage3 for resnet56" in capsys.readouterr().err
+    assert not (tmp_path / "runs.sqlite").exists()
 
 
 def test_cli_refuses_invalid_launches_with_a_message_not_a_traceback(tmp_path):

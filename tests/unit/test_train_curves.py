@@ -45,6 +45,8 @@ def test_labels_progress_and_csv(tmp_path):
     db.update_run(run_id, step=25, total_steps=100, started=1000.0)
     run = db.run(run_id)
     assert run_label(run) == f"dropblock p=0.2 b=3 · resnet20 · {run_id[-6:]}"  # defaults left out
+    placed = db.run(db.create_run(RunConfig(regularizer="dropcluster", dropcluster_after="stage2")))
+    assert run_label(placed) == f"dropcluster p=0.1 after stage2 · resnet20 · {placed['id'][-6:]}"
     fraction, eta = progress(run, now=1010.0)
     assert fraction == 0.25 and eta == pytest.approx(30.0)  # 10 s for 25 steps, 75 to go
     db.log_step(run_id, 10, 0.1, train_loss=2.0, train_acc=0.2)

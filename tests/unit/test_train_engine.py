@@ -68,6 +68,20 @@ def test_resume_continues_exactly_where_the_checkpoint_left_off(tmp_path, monkey
     assert db.epochs(straight)[-1]["drop_prob"] == pytest.approx(0.3)  # the linear ramp reached its value
 
 
+def test_dropcluster_trains_after_the_chosen_stage_and_a_resume_rebuilds_it_there(tmp_path):
+    run_id = _register(tmp_path, dataset="digits", epochs=1, limit_train=64, limit_test=32, batch_size=32,
+                       regularizer="dropcluster", dropcluster_after="stage2", device="cpu")
+    assert train_run(tmp_path, run_id, progress=False) == "finished"
+    state = torch.load(tmp_path / run_id / CHECKPOINT, weights_only=True)
+    labels = [key for key in state["model"] if key.endswith("labels")]
+    assert labels == ["stages.stage2.3.labels"]  # after the 3 blocks of ResNet-20's stage 2
+    assert state["model"][labels[0]].shape == (32, 16, 16)  # laid out on stage 2's maps
+    # A resume builds the model from the stored settings and loads the checkpoint strictly: a DropCluster
+    # rebuilt at the stem would not take the stage-2 labels and the run would fail.
+    assert train_run(tmp_path, run_id, progress=False) == "finished"
+    assert RunsDB(tmp_path).run(run_id)["error"] is None
+
+
 def test_missing_dataset_fails_the_run_with_a_message(tmp_path):
     # launches check the folder; this one vanished after the launch
     run_id = RunsDB(tmp_path).create_run(RunConfig(dataset="imagefolder", data_dir=str(tmp_path / "gone"), epochs=1))
