@@ -176,9 +176,9 @@ def load_feature_model(arch: str, weights: str = RANDOM, seed: int = 0) -> Featu
 
 def load_checkpoint_model(path: str | os.PathLike | BinaryIO, arch: str | None = None,
                           name: str | None = None) -> FeatureModel:
-    """The model saved at ``path``: a trainer checkpoint (its ``config`` names the model, dataset and
-    regularizer; the input is normalised with statistics of that dataset's training images) or a bare
-    state dict for ``arch`` (CIFAR-10 statistics). Refuses, with :class:`WeightsError`, files that are
+    """The model saved at ``path``: a trainer checkpoint (its ``config`` names the model, dataset,
+    regularizer and DropCluster's place; the input is normalised with statistics of that dataset's training
+    images) or a bare state dict for ``arch`` (CIFAR-10 statistics). Refuses, with :class:`WeightsError`, files that are
     not weights and weights that do not fit. ``name`` is how messages call the file (default: its name)."""
     name = name or Path(path).name
     state, extra = read_checkpoint(path, name)
@@ -191,7 +191,7 @@ def load_checkpoint_model(path: str | os.PathLike | BinaryIO, arch: str | None =
     if config:
         try:
             model = build_model(config.model, num_classes=n_classes, regularizer=config.regularizer,
-                                params=config.params)
+                                params=config.params, dropcluster_after=config.dropcluster_after)
         except ValueError as err:
             raise WeightsError(f"{name}: its run settings cannot be rebuilt here ({err}).") from None
         _adopt_fitted_clusters(model, state, name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import time
 
@@ -12,6 +13,7 @@ import torchvision
 from dropviz.features import IMAGENET, WeightsError, load_checkpoint_model, load_feature_model, read_weights
 from dropviz.features.weights import imagenet_weights_path, load_state
 from dropviz.models import MODELS, build_model
+from dropviz.regularizers import DropCluster
 from dropviz.train import RunConfig
 
 
@@ -116,6 +118,32 @@ def test_a_trainer_checkpoint_rebuilds_its_regularizer_and_fitted_buffers(tmp_pa
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.capture(x, [])[1], model.eval()(x))
+
+
+def test_a_trainer_checkpoint_rebuilds_dropcluster_after_its_stage_with_the_fitted_clusters(tmp_path):
+    config = RunConfig(model="resnet20", dataset="digits", regularizer="dropcluster", dropcluster_after="stage2")
+    model = build_model("resnet20", regularizer="dropcluster", dropcluster_after="stage2").train()
+    model(torch.randn(2, 3, 32, 32))
+    trained = model.stages.stage2[-1]
+    trained.set_clusters(torch.randint(0, trained.n_clusters, (32, 16, 16), generator=torch.Generator().manual_seed(0)))
+    _trainer_checkpoint(tmp_path / "checkpoint.pt", model, config)
+    loaded = load_checkpoint_model(tmp_path / "checkpoint.pt", name="run B")
+    [rebuilt] = [m for m in loaded.model.modules() if isinstance(m, DropCluster)]
+    assert rebuilt is loaded.model.stages.stage2[-1] and rebuilt.fitted
+    assert torch.equal(rebuilt.labels, trained.labels)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.capture(x, [])[1], model.eval()(x))
+
+
+def test_a_checkpoint_stored_before_dropcluster_had_a_place_loads_it_at_the_stem(tmp_path):
+    model = build_model("resnet20", regularizer="dropcluster").train()
+    model(torch.randn(2, 3, 32, 32))
+    old_config = json.loads(RunConfig(model="resnet20", regularizer="dropcluster").to_json())
+    del old_config["dropcluster_after"]
+    torch.save({"model": model.state_dict(), "config": json.dumps(old_config)}, tmp_path / "checkpoint.pt")
+    loaded = load_checkpoint_model(tmp_path / "checkpoint.pt")
+    assert isinstance(loaded.model.stem[-1], DropCluster) and loaded.model.stem[-1].fitted
 
 
 def test_a_trainer_checkpoint_with_invalid_clusters_is_refused(tmp_path):
