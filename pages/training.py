@@ -5,7 +5,7 @@ import streamlit as st
 
 from dropviz.data.datasets import DATASETS
 from dropviz.data.images import data_dir
-from dropviz.models import MODELS, PLACEMENT
+from dropviz.models import DROPCLUSTER_DEFAULT, MODELS, PLACEMENT, feature_layer_names
 from dropviz.regularizers import REGISTRY
 from dropviz.train import ConfigError, JobManager, ReadOnlyError, RunConfig, check_run_id, readonly, regularizer_names
 from dropviz.train.config import DEVICES, SCHEDULES
@@ -38,11 +38,16 @@ def launch_form() -> None:
                              disabled=dataset == "digits")
     regularizer = middle.selectbox("Regularizer", regularizer_names(), key="train_regularizer",
                                    format_func=lambda n: REGISTRY[n].display_name if n in REGISTRY else "none")
-    params = {}
+    params, dropcluster_after = {}, DROPCLUSTER_DEFAULT
     if regularizer in REGISTRY:
         middle.caption(f"Inserted at: {PLACEMENT[regularizer]}.")
         with middle:
             params = method_controls(REGISTRY[regularizer], key="train_", bind_url=False)
+    if regularizer == "dropcluster":  # one choice per model: they have different stages
+        dropcluster_after = middle.selectbox(
+            "DropCluster after", feature_layer_names(model), key=f"train_dropcluster_after_{model}",
+            help="The layer whose output DropCluster drops clusters of, and fits them on: the stem, as in the "
+                 "paper, or the output of a stage.")
     schedule = middle.selectbox("drop_prob schedule", SCHEDULES, key="train_schedule",
                                 help="linear: ramps from 0 to drop_prob over the run, as DropBlock does")
     epochs = right.number_input("Epochs", 1, 500, 3, key="train_epochs")
@@ -54,9 +59,10 @@ def launch_form() -> None:
     seed = left.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
     if st.button("Launch run", type="primary", disabled=READ_ONLY, key="train_launch", icon=":material/play_arrow:"):
         config = RunConfig(model=model, dataset=dataset, data_dir=None if dataset == "digits" else folder,
-                           regularizer=regularizer, params=params, schedule=schedule, epochs=int(epochs),
-                           batch_size=int(batch_size), lr=float(lr), seed=int(seed), device=device,
-                           limit_train=int(limit_train) or None, limit_test=int(limit_test) or None)
+                           regularizer=regularizer, params=params, dropcluster_after=dropcluster_after,
+                           schedule=schedule, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                           seed=int(seed), device=device, limit_train=int(limit_train) or None,
+                           limit_test=int(limit_test) or None)
         try:
             run_id = manager.launch(config)
         except (ConfigError, ReadOnlyError) as error:

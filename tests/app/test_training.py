@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dropviz.train import RunConfig, RunsDB
+from dropviz.train import JobManager, RunConfig, RunsDB
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "training.py")
 TIMEOUT_S = 120
@@ -73,6 +73,26 @@ def test_invalid_launch_is_refused_with_a_message(runs_dir):
     assert not at.exception
     assert any("Not launched" in e.value and "train/ and test/" in e.value for e in at.error)
     assert RunsDB(runs_dir).runs() == []
+
+
+def test_dropcluster_place_is_chosen_among_the_models_layers_and_launched(runs_dir, monkeypatch):
+    monkeypatch.setattr(JobManager, "_spawn", lambda self, run_id: None)  # queue the run, start no worker
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not any(s.label == "DropCluster after" for s in at.selectbox)  # only DropCluster has a place to pick
+    at.selectbox(key="train_dataset").set_value("digits")
+    at.selectbox(key="train_regularizer").set_value("dropcluster").run()
+    place = at.selectbox(key="train_dropcluster_after_resnet20")
+    assert place.label == "DropCluster after" and place.options == ["stem", "stage1", "stage2", "stage3"]
+    assert place.value == "stem"
+    at.selectbox(key="train_model").set_value("resnet18").run()
+    assert at.selectbox(key="train_dropcluster_after_resnet18").options[-1] == "stage4"
+    at.selectbox(key="train_dropcluster_after_resnet18").set_value("stage3")
+    at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    [run] = RunsDB(runs_dir).runs()
+    config = json.loads(run["config"])
+    chosen = config["model"], config["regularizer"], config["dropcluster_after"]
+    assert chosen == ("resnet18", "dropcluster", "stage3")
 
 
 def test_read_only_dashboard_says_so_and_disables_actions(runs_dir, monkeypatch):
