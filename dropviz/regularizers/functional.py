@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+from numba import njit
 
 from . import _blocks
 from ._checks import check_block_size, check_drop_prob, check_rank
@@ -105,6 +106,21 @@ def _salience(x: torch.Tensor, drop_prob: float, block_size: int,
     return salience, per_unit, all_zero * gamma, block, gamma
 
 
+@njit(cache=True, nogil=True)
+def _rates_at(candidates, salience, strides, channels, width, per_map, offset, factor):
+    """ProbDropBlock's seed rates ``min(offset + salience * factor, 1)`` (per map ``offset`` and ``factor``) at
+    ``candidates``, flat indices into the valid grid ``(N, C, H', W')``; ``salience`` is its storage, laid out
+    by ``strides`` (channels-last stays channels-last: no copy)."""
+    rates = np.empty(candidates.shape[0], np.float32)
+    for i in range(candidates.shape[0]):
+        map_index, within = divmod(candidates[i], per_map)
+        row, col = divmod(within, width)
+        unit = (map_index // channels) * strides[0] + (map_index % channels) * strides[1] \
+            + row * strides[2] + col * strides[3]
+        rates[i] = min(offset[map_index] + salience[unit] * factor[map_index], np.float32(1.0))
+    return rates
+
+
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
                          generator: torch.Generator | None = None, exact_rate: bool = True) -> torch.Tensor:
     """ProbDropBlock keep-mask (Zhao et al. 2022): seeds with salience-proportional probability
@@ -119,27 +135,24 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
 
     On the CPU the seeds are drawn by thinning (:func:`~dropviz.regularizers._blocks.thinned_positions`)
     when their largest rate is small: the rates are then computed only at the few candidates, from each
-    map's largest salience, never for the whole valid grid."""
+    map's largest salience, never for the whole valid grid; otherwise the rates of the whole grid go to
+    :func:`~dropviz.regularizers._blocks.draw_block_mask` (one uniform per position; sparse blocks where
+    they cover little, as for DropBlock)."""
     salience, per_unit, uniform, block, gamma = _salience(x, drop_prob, block_size, exact_rate)
     if _blocks.sparse_ok(x) and gamma * math.prod(block) <= _blocks.SPARSE_MAX_COVERAGE:  # as draw_block_mask
         # a map's largest rate is gamma * max / mean >= gamma, or gamma where all zero
         ceiling = min(max(float((salience.amax(dim=(2, 3), keepdim=True) * per_unit).max()), gamma), 1.0)
         if ceiling <= _blocks.SPARSE_MAX_CANDIDATE_RATE:
-            n, c, _, width = salience.shape
-            per_map = math.prod(salience.shape[2:])
-            salience_np, uniform_np, per_unit_np = (t.numpy() for t in (salience, uniform.reshape(-1),
-                                                                       per_unit.reshape(-1)))
-
-            def rates_at(candidates: np.ndarray) -> np.ndarray:
-                maps, within = np.divmod(candidates, per_map)
-                units = salience_np[maps // c, maps % c, within // width, within % width]
-                return np.minimum(uniform_np[maps] + units * per_unit_np[maps], np.float32(1.0))
-
-            seeds = _blocks.thinned_positions(salience.numel(), ceiling, rates_at, generator, x.device)
+            n, c = salience.shape[:2]
+            tables = (_blocks._storage(salience).numpy(), salience.stride(), c, salience.shape[3],
+                      math.prod(salience.shape[2:]), uniform.reshape(-1).numpy(), per_unit.reshape(-1).numpy())
+            seeds = _blocks.thinned_positions(salience.numel(), ceiling,
+                                              lambda candidates: _rates_at(candidates, *tables), generator,
+                                              x.device)
             dropped, seed_map = _blocks.expand_seed_index(seeds, (n, c, *x.shape[2:]), block, x, with_seeds)
             return _blocks.BlockDraw((n, c, *x.shape[2:]), None, dropped, seed_map)
     rates = torch.addcmul(uniform, salience, per_unit).clamp_(max=1.0)
-    return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds)
+    return _blocks.draw_block_mask(x, rates, block, False, generator, "auto", with_seeds)
 
 
 def cluster_mask(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,

@@ -64,6 +64,17 @@ def test_realised_drop_fraction_at_large_drop_prob(hwk, p):
     assert ok, msg
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_sparse_sampler_above_the_candidate_rate_realises_drop_prob(k):
+    """Seed rates above SPARSE_MAX_CANDIDATE_RATE are drawn by one uniform per position (gamma = 0.6 for k = 1,
+    about 0.27 for k = 2 at p = 0.6), then expanded sparsely."""
+    x = torch.zeros(maps_for(8, 8), 1, 8, 8)
+    assert _blocks.seed_rate(0.6, (8, 8), (k, k)) > _blocks.SPARSE_MAX_CANDIDATE_RATE
+    mask = F_.drop_block_mask(x, 0.6, k, generator=torch.Generator().manual_seed(k), sampler="sparse")
+    ok, msg = within_standard_errors(drop_fractions(mask), 0.6)
+    assert ok, msg
+
+
 def test_paper_seed_rate_under_drops():
     """The paper's first-order gamma counts overlaps twice: on 14x14 with k=7 it drops clearly less than p,
     so the tolerance above is tight enough to tell the two rates apart."""
@@ -237,7 +248,7 @@ def test_module_on_device_with_device_generator(device):
         assert out.device.type == device and out.shape == inp.shape
 
 
-@pytest.mark.parametrize("drop_prob", [0.1, 0.6])  # sparse and dense sampler
+@pytest.mark.parametrize("drop_prob", [0.1, 0.6])  # sparse and dense sampler (coverage 0.4 and 3.9)
 def test_dropblock3d_module_contract(drop_prob):
     x = torch.randn(2, 3, 5, 6, 7, generator=torch.Generator().manual_seed(0)).requires_grad_()
     module = DropBlock3d(drop_prob, 3).train()
@@ -250,3 +261,22 @@ def test_dropblock3d_module_contract(drop_prob):
     channels_last = x.detach().contiguous(memory_format=torch.channels_last_3d)
     assert module(channels_last).is_contiguous(memory_format=torch.channels_last_3d)
     assert torch.equal(module.eval()(x), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_store_at_writes_zeros_or_values_at_storage_offsets(dtype):
+    """The compiled stores copy bits, so every float dtype must come out as index_fill_ / index_copy_ give;
+    a single value is not broadcast by mistake."""
+    x = torch.randn(2, 3, 5, 4, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    offsets = torch.tensor([0, 7, 8, 59, 119])
+    values = torch.tensor([1.5, -2.0, 3.25, 0.5, -0.125], dtype=dtype)
+    for where, written in ((offsets, None), (offsets, values), (offsets[:1], values[:1])):
+        out, expected = x.clone(), x.clone()
+        _blocks.store_at(out, where, written)
+        if written is None:
+            _blocks._storage(expected).index_fill_(0, where, 0.0)
+        else:
+            _blocks._storage(expected).index_copy_(0, where, written)
+        assert torch.equal(out, expected) and not torch.equal(out, x)
+        assert out.is_contiguous(memory_format=torch.channels_last)

@@ -43,7 +43,8 @@ def test_disout_replaces_dropped_units_by_scaled_gaussian_noise(drop_prob, block
 
 def test_disout_mask_is_dropblocks_mask():
     x = randn(8, 4, 12, 12)
-    for drop_prob, block_size in ((0.1, 4), (0.6, 1)):  # both samplers
+    # the sparse sampler with geometric gaps, the sparse one with a uniform per position, the dense one
+    for drop_prob, block_size in ((0.1, 4), (0.6, 1), (0.8, 4)):
         disout = Disout(drop_prob, block_size).explain(x, torch.Generator().manual_seed(2))
         dropblock = DropBlock2d(drop_prob, block_size).explain(x, torch.Generator().manual_seed(2))
         assert torch.equal(disout["mask"], dropblock["mask"]) and torch.equal(disout["seeds"], dropblock["seeds"])
@@ -276,16 +277,17 @@ def test_probdropblock_matches_dropblock_rate_for_uniform_salience():
 
 
 @pytest.mark.parametrize("sampler", ["sparse", "dense"])
-def test_per_position_seed_rates_are_honoured_by_both_samplers(sampler):
-    """k = 1, so the mask is the seed map: rates 0.01 on the left half and 0.04 on the right. Each half of
-    20000 maps x 32 units is a Binomial count; 5 SD of its mean."""
+@pytest.mark.parametrize("low, high", [(0.01, 0.04), (0.3, 0.6)])  # sparse: thinned candidates / a uniform each
+def test_per_position_seed_rates_are_honoured_by_both_samplers(sampler, low, high):
+    """k = 1, so the mask is the seed map: rate ``low`` on the left half and ``high`` on the right. Each half
+    of 20000 maps x 16 units is a Binomial count; 5 SD of its mean."""
     x = torch.zeros(20000, 1, 4, 8)
-    rates = torch.full((1, 1, 4, 8), 0.01)
-    rates[..., 4:] = 0.04
+    rates = torch.full((1, 1, 4, 8), low)
+    rates[..., 4:] = high
     draw = _blocks.draw_block_mask(x, rates, (1, 1), False, torch.Generator().manual_seed(0), sampler, False)
     dropped = 1 - _blocks.keep_mask(draw, x).double()
     n = 20000 * 16
-    for half, rate in ((dropped[..., :4], 0.01), (dropped[..., 4:], 0.04)):
+    for half, rate in ((dropped[..., :4], low), (dropped[..., 4:], high)):
         assert abs(half.mean().item() - rate) <= 5 * math.sqrt(rate * (1 - rate) / n)
 
 
