@@ -32,8 +32,8 @@ from numba import njit
 
 # The sparse sampler's cost grows with the number of units its blocks list, gamma * block area per unit
 # (the coverage); beyond this the dense sampler wins (forward + backward measured on CPU: 2-5x faster
-# at coverage 0.4-1.7, even at 2.2). Seeds are drawn as geometric gaps (or thinned candidates) while
-# their rate is at most SPARSE_MAX_CANDIDATE_RATE, above it by one uniform per position.
+# at coverage 0.4-1.7, even at 2.2). Seeds are drawn as geometric gaps while their rate is at most
+# SPARSE_MAX_CANDIDATE_RATE, above it by one uniform per position.
 SPARSE_MAX_COVERAGE = 2.0
 SPARSE_MAX_CANDIDATE_RATE = 0.25
 
@@ -248,17 +248,16 @@ def _valid_shape(spatial: tuple[int, ...], block: tuple[int, ...]) -> tuple[int,
 def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[int, ...], share_channels: bool,
                     generator: torch.Generator | None, sampler: str, with_seeds: bool) -> BlockDraw:
     """Draw seeds with rate ``gamma`` (a float, or a per-valid-position tensor for ProbDropBlock) and expand
-    them into blocks. ``sampler`` is ``"sparse"``, ``"dense"`` or ``"auto"``."""
+    them into blocks. ``sampler`` is ``"sparse"`` (a float ``gamma`` only), ``"dense"`` or ``"auto"``."""
     n, c = x.shape[:2]
     spatial = tuple(x.shape[2:])
     mask_shape = (n, 1 if share_channels else c, *spatial)
     valid = _valid_shape(spatial, block)
     if sampler == "auto":
         sampler = "dense"
-        if sparse_ok(x):  # the sparse sampler's cost grows with the number of units its blocks list
-            mean = gamma if isinstance(gamma, float) else float(gamma.mean())
-            if mean * math.prod(block) <= SPARSE_MAX_COVERAGE:
-                sampler = "sparse"
+        # the sparse sampler's cost grows with the number of units its blocks list
+        if sparse_ok(x) and isinstance(gamma, float) and gamma * math.prod(block) <= SPARSE_MAX_COVERAGE:
+            sampler = "sparse"
     if sampler == "sparse":
         return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds)
     if sampler != "dense":
@@ -301,29 +300,15 @@ def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor
 
 
 def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDraw:
-    total = mask_shape[0] * mask_shape[1] * math.prod(valid)
-    ceiling = gamma if isinstance(gamma, float) else float(gamma.max())
-    if ceiling > SPARSE_MAX_CANDIDATE_RATE:  # most positions are candidates: one uniform each, as _dense draws
+    if not isinstance(gamma, float):
+        raise ValueError("the sparse sampler takes one seed rate; per-position rates need sampler='dense'")
+    if gamma > SPARSE_MAX_CANDIDATE_RATE:  # most positions are seeds: one uniform each, as _dense draws them
         uniform = torch.rand((*mask_shape[:2], *valid), generator=generator, device=x.device)
         seeds = np.flatnonzero((uniform < gamma).cpu().numpy())
-    elif isinstance(gamma, float):
-        seeds = bernoulli_positions(total, gamma, generator, x.device)
     else:
-        rates = gamma.expand(*mask_shape[:2], *valid).reshape(-1).numpy()
-        seeds = thinned_positions(total, ceiling, lambda candidates: rates[candidates], generator, x.device)
+        seeds = bernoulli_positions(mask_shape[0] * mask_shape[1] * math.prod(valid), gamma, generator, x.device)
     dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds)
     return BlockDraw(mask_shape, None, dropped, seed_map)
-
-
-def thinned_positions(total: int, ceiling: float, rates_at, generator: torch.Generator | None,
-                      device: torch.device) -> np.ndarray:
-    """Sorted successes of ``total`` independent Bernoulli trials with per-trial rates at most ``ceiling``,
-    by thinning: candidates at rate ``ceiling``, each kept with probability ``rate / ceiling``, are exactly
-    those trials. ``rates_at(indices)`` gives the rates of the candidates only (NumPy in and out: these
-    arrays are small, and NumPy's per-call cost is a fraction of torch's)."""
-    candidates = bernoulli_positions(total, ceiling, generator, device)
-    uniform = torch.rand(candidates.shape, generator=generator, device=device).cpu().numpy()
-    return candidates[uniform * np.float32(ceiling) < rates_at(candidates)]
 
 
 def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,

@@ -106,19 +106,64 @@ def _salience(x: torch.Tensor, drop_prob: float, block_size: int,
     return salience, per_unit, all_zero * gamma, block, gamma
 
 
+def _salient_seeds(salience: torch.Tensor, per_unit: torch.Tensor, offset: torch.Tensor,
+                   generator: torch.Generator | None) -> np.ndarray:
+    """Sorted flat indices (into the valid grid) of seeds with ProbDropBlock's rates, drawn map by map by
+    thinning (:func:`_thin_maps`) at each map's own largest rate: a few candidates per map however salient
+    the most salient map is. Uniforms come from ``generator`` in one draw, sized for about twice the
+    expected need (and drawn again, twice as many, in the rare case that was not enough)."""
+    n, c, height, width = salience.shape
+    ceilings = (salience.amax(dim=(2, 3)) * per_unit.reshape(n, c) + offset.reshape(n, c)).clamp_(max=1.0)
+    ceilings = ceilings.reshape(-1).double().numpy()
+    expected = float(ceilings.sum()) * height * width + ceilings.size  # per candidate two uniforms, per map one
+    count = int(2 * expected + 8 * math.sqrt(expected) + 64)
+    strides = salience.stride()
+    within_map = np.add.outer(np.arange(height) * strides[2], np.arange(width) * strides[3]).reshape(-1)
+    tables = (_blocks._storage(salience).numpy(), within_map, strides[0], strides[1], c,
+              offset.reshape(-1).numpy(), per_unit.reshape(-1).numpy(), ceilings)
+    while True:
+        uniforms = torch.rand(count, dtype=torch.float64, generator=generator)
+        # log(1 - u) for the geometric gaps, vectorised here rather than one by one in the loop
+        seeds, complete = _thin_maps(uniforms.numpy(), torch.log1p(-uniforms).numpy(), *tables)
+        if complete:
+            return seeds
+        count *= 2
+
+
 @njit(cache=True, nogil=True)
-def _rates_at(candidates, salience, strides, channels, width, per_map, offset, factor):
-    """ProbDropBlock's seed rates ``min(offset + salience * factor, 1)`` (per map ``offset`` and ``factor``) at
-    ``candidates``, flat indices into the valid grid ``(N, C, H', W')``; ``salience`` is its storage, laid out
-    by ``strides`` (channels-last stays channels-last: no copy)."""
-    rates = np.empty(candidates.shape[0], np.float32)
-    for i in range(candidates.shape[0]):
-        map_index, within = divmod(candidates[i], per_map)
-        row, col = divmod(within, width)
-        unit = (map_index // channels) * strides[0] + (map_index % channels) * strides[1] \
-            + row * strides[2] + col * strides[3]
-        rates[i] = min(offset[map_index] + salience[unit] * factor[map_index], np.float32(1.0))
-    return rates
+def _thin_maps(uniforms, log_complements, salience, within_map, sample_stride, channel_stride, channels, offset,
+               factor, ceilings):
+    """Per map ``m`` of the valid grid ``(N, C, H', W')``: candidates at rate ``c = ceilings[m]`` (geometric
+    gaps ``1 + floor(log(1 - u) / log(1 - c))``), each kept with probability ``rate / c`` where
+    ``rate = min(offset[m] + salience * factor[m], 1)``: exactly independent Bernoulli(rate) seeds.
+    ``salience`` is read from its storage (``within_map``: a position's offset in a map), so channels-last
+    stays as it is. Returns the seeds and whether ``uniforms`` sufficed."""
+    per_map = within_map.shape[0]
+    seeds = np.empty(uniforms.shape[0] // 2 + 1, np.int64)
+    n_seeds, used, sample, channel = 0, 0, 0, -1
+    for m in range(ceilings.shape[0]):
+        channel += 1
+        if channel == channels:
+            sample, channel = sample + 1, 0
+        ceiling = ceilings[m]
+        if ceiling <= 0.0:
+            continue
+        per_log_miss = 1.0 / np.log1p(-ceiling) if ceiling < 1.0 else 0.0  # ceiling 1: every position
+        map_storage = sample * sample_stride + channel * channel_stride
+        position = -1
+        while True:
+            if used + 2 > uniforms.shape[0]:
+                return seeds[:0], False
+            position += 1 + int(min(log_complements[used] * per_log_miss, per_map))
+            used += 1
+            if position >= per_map:
+                break
+            rate = min(offset[m] + salience[map_storage + within_map[position]] * factor[m], 1.0)
+            if uniforms[used] * ceiling < rate:
+                seeds[n_seeds] = m * per_map + position
+                n_seeds += 1
+            used += 1
+    return seeds[:n_seeds], True
 
 
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
@@ -133,26 +178,17 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
                          with_seeds: bool = False) -> _blocks.BlockDraw:
     """:func:`prob_drop_block_mask` with the seed map; used by the module.
 
-    On the CPU the seeds are drawn by thinning (:func:`~dropviz.regularizers._blocks.thinned_positions`)
-    when their largest rate is small: the rates are then computed only at the few candidates, from each
-    map's largest salience, never for the whole valid grid; otherwise the rates of the whole grid go to
-    :func:`~dropviz.regularizers._blocks.draw_block_mask` (one uniform per position; sparse blocks where
-    they cover little, as for DropBlock)."""
+    On the CPU, where the blocks cover little, the seeds are drawn by thinning map by map
+    (:func:`_salient_seeds`): the rates are computed only at the candidates, never for the whole valid grid.
+    Elsewhere the rates of the whole grid go to DropBlock's dense sampler."""
     salience, per_unit, uniform, block, gamma = _salience(x, drop_prob, block_size, exact_rate)
     if _blocks.sparse_ok(x) and gamma * math.prod(block) <= _blocks.SPARSE_MAX_COVERAGE:  # as draw_block_mask
-        # a map's largest rate is gamma * max / mean >= gamma, or gamma where all zero
-        ceiling = min(max(float((salience.amax(dim=(2, 3), keepdim=True) * per_unit).max()), gamma), 1.0)
-        if ceiling <= _blocks.SPARSE_MAX_CANDIDATE_RATE:
-            n, c = salience.shape[:2]
-            tables = (_blocks._storage(salience).numpy(), salience.stride(), c, salience.shape[3],
-                      math.prod(salience.shape[2:]), uniform.reshape(-1).numpy(), per_unit.reshape(-1).numpy())
-            seeds = _blocks.thinned_positions(salience.numel(), ceiling,
-                                              lambda candidates: _rates_at(candidates, *tables), generator,
-                                              x.device)
-            dropped, seed_map = _blocks.expand_seed_index(seeds, (n, c, *x.shape[2:]), block, x, with_seeds)
-            return _blocks.BlockDraw((n, c, *x.shape[2:]), None, dropped, seed_map)
+        shape = (*salience.shape[:2], *x.shape[2:])
+        seeds = _salient_seeds(salience, per_unit, uniform, generator)
+        dropped, seed_map = _blocks.expand_seed_index(seeds, shape, block, x, with_seeds)
+        return _blocks.BlockDraw(shape, None, dropped, seed_map)
     rates = torch.addcmul(uniform, salience, per_unit).clamp_(max=1.0)
-    return _blocks.draw_block_mask(x, rates, block, False, generator, "auto", with_seeds)
+    return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds)
 
 
 def cluster_mask(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,

@@ -276,19 +276,37 @@ def test_probdropblock_matches_dropblock_rate_for_uniform_salience():
     assert abs(per_map.mean().item() - 0.1) <= 5 * per_map.std().item() / math.sqrt(per_map.numel())
 
 
-@pytest.mark.parametrize("sampler", ["sparse", "dense"])
-@pytest.mark.parametrize("low, high", [(0.01, 0.04), (0.3, 0.6)])  # sparse: thinned candidates / a uniform each
-def test_per_position_seed_rates_are_honoured_by_both_samplers(sampler, low, high):
+@pytest.mark.parametrize("low, high", [(0.01, 0.04), (0.3, 0.6)])
+def test_per_position_seed_rates_are_honoured_by_the_dense_sampler(low, high):
     """k = 1, so the mask is the seed map: rate ``low`` on the left half and ``high`` on the right. Each half
     of 20000 maps x 16 units is a Binomial count; 5 SD of its mean."""
     x = torch.zeros(20000, 1, 4, 8)
     rates = torch.full((1, 1, 4, 8), low)
     rates[..., 4:] = high
-    draw = _blocks.draw_block_mask(x, rates, (1, 1), False, torch.Generator().manual_seed(0), sampler, False)
+    draw = _blocks.draw_block_mask(x, rates, (1, 1), False, torch.Generator().manual_seed(0), "dense", False)
     dropped = 1 - _blocks.keep_mask(draw, x).double()
     n = 20000 * 16
     for half, rate in ((dropped[..., :4], low), (dropped[..., 4:], high)):
         assert abs(half.mean().item() - rate) <= 5 * math.sqrt(rate * (1 - rate) / n)
+    with pytest.raises(ValueError, match="sampler='dense'"):
+        _blocks.draw_block_mask(x, rates, (1, 1), False, None, "sparse", False)
+
+
+@pytest.mark.parametrize("drop_prob", [0.1, 0.5])
+def test_probdropblock_sparse_seeds_follow_salience(drop_prob):
+    """CPU sparse path (per-map thinning), k = 1 so the mask is the seed map. Salience 1 on the left half and 4
+    on the right of every map: mean 2.5, so the rates are p * 0.4 and p * 1.6 (0.04/0.16, 0.2/0.8). Half a
+    map among a third of the maps is all zero, the rest as above; an all-zero map falls back to rate p.
+    Each half of a group is a Binomial count; 5 SD of its mean."""
+    x = torch.ones(30000, 1, 4, 8)
+    x[..., 4:] = -4.0  # salience is |x|
+    x[:10000] = 0.0
+    seeds = F_.prob_drop_block_draw(x, drop_prob, 1, torch.Generator().manual_seed(3), with_seeds=True).seeds
+    expected = ((seeds[10000:, ..., :4], 0.4 * drop_prob), (seeds[10000:, ..., 4:], 1.6 * drop_prob),
+                (seeds[:10000], drop_prob))
+    for part, rate in expected:
+        n = part.numel()
+        assert abs(part.double().mean().item() - rate) <= 5 * math.sqrt(rate * (1 - rate) / n), (rate, n)
 
 
 def test_disout_std_matches_torch_std():
