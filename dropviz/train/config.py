@@ -122,7 +122,6 @@ class RunConfig:
                 problems.append(f"{self.regularizer}: {error}")
         return problems
 
-
     def _placement_problems(self) -> list[str]:
         if self.dropcluster_after == DROPCLUSTER_DEFAULT:
             return []
