@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from dropviz.train import RunsDB
 
@@ -16,8 +17,16 @@ POINTS = """tag => Array.from(document.querySelectorAll('[data-testid="stPlotlyC
 
 
 def choose(page, label: str, option: str) -> None:
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Pick ``option`` in the select box ``label``. A dropdown opened while the form's expander is still
+    unfolding can close again as the layout settles, so open it again when its option does not show."""
+    for _ in range(3):
+        page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+        try:
+            page.get_by_role("option", name=option, exact=True).click(timeout=5_000)
+            return
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"the select box {label!r} never offered {option!r}")
 
 
 def set_number(page, label: str, value: int) -> None:
