@@ -20,7 +20,7 @@ from torchvision.models import ResNet18_Weights
 
 from dropviz.data.datasets import DatasetError, channel_stats, load_split
 from dropviz.data.images import CIFAR10_CLASSES
-from dropviz.models import MODELS, ResNet, build_model
+from dropviz.models import DROPCLUSTER_DEFAULT, MODELS, ResNet, build_model
 from dropviz.regularizers import DropCluster
 from dropviz.train.config import RunConfig
 from dropviz.train.db import DB_NAME, RunsDB, run_dir
@@ -200,10 +200,18 @@ def load_checkpoint_model(path: str | os.PathLike | BinaryIO, arch: str | None =
     load_state(model, state, name, spec.label)
     classes, mean, std, where = _data_description(config, n_classes)
     epochs = f", after {extra['epoch']} epoch(s)" if "epoch" in extra else ""
-    what = f"{config.regularizer} on {config.dataset}" if config else "bare state dict"
+    what = f"{_method(config.regularizer, config.dropcluster_after)} on {config.dataset}" if config else \
+        "bare state dict"
     return FeatureModel(model, model.feature_layers(blocks=True), classes, spec.input_size, mean, std,
                         f"checkpoint {name} ({spec.label}, {what}{epochs}; input normalised with {where})",
                         trained=True)
+
+
+def _method(regularizer: str | None, dropcluster_after: str | None) -> str:
+    """``dropcluster after stage2``: the run's regularizer, and DropCluster's place when it is not the stem."""
+    if dropcluster_after in (None, DROPCLUSTER_DEFAULT):  # None: stored before the setting existed
+        return str(regularizer)
+    return f"{regularizer} after {dropcluster_after}"
 
 
 def _run_config(raw: Any, name: str) -> RunConfig | None:
@@ -284,7 +292,8 @@ def run_checkpoints(runs_dir: str | os.PathLike) -> list[RunCheckpoint]:
             accuracy = [e["test_acc"] for e in db.epochs(run["id"]) if e.get("test_acc") is not None]
             score = f", test acc {accuracy[-1]:.1%}" if accuracy else ""
             found.append(RunCheckpoint(run["id"], path, config.get("model", "?"),
-                                       f"run {run['id']}: {config.get('model')} + {config.get('regularizer')} on "
+                                       f"run {run['id']}: {config.get('model')} + "
+                                       f"{_method(config.get('regularizer'), config.get('dropcluster_after'))} on "
                                        f"{config.get('dataset')}, epoch {run['epoch']}{score} ({run['status']})"))
         return found
     finally:

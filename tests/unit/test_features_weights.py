@@ -11,10 +11,12 @@ import torch
 import torchvision
 
 from dropviz.features import IMAGENET, WeightsError, load_checkpoint_model, load_feature_model, read_weights
-from dropviz.features.weights import imagenet_weights_path, load_state
+from dropviz.features.weights import imagenet_weights_path, load_state, run_checkpoints
 from dropviz.models import MODELS, build_model
 from dropviz.regularizers import DropCluster
-from dropviz.train import RunConfig
+from dropviz.train import RunConfig, RunsDB
+from dropviz.train.db import run_dir
+from dropviz.train.engine import CHECKPOINT
 
 
 class NotWeights:
@@ -128,6 +130,7 @@ def test_a_trainer_checkpoint_rebuilds_dropcluster_after_its_stage_with_the_fitt
     trained.set_clusters(torch.randint(0, trained.n_clusters, (32, 16, 16), generator=torch.Generator().manual_seed(0)))
     _trainer_checkpoint(tmp_path / "checkpoint.pt", model, config)
     loaded = load_checkpoint_model(tmp_path / "checkpoint.pt", name="run B")
+    assert "dropcluster after stage2 on digits" in loaded.weights  # the banner names the place
     [rebuilt] = [m for m in loaded.model.modules() if isinstance(m, DropCluster)]
     assert rebuilt is loaded.model.stages.stage2[-1] and rebuilt.fitted
     assert torch.equal(rebuilt.labels, trained.labels)
@@ -173,3 +176,17 @@ def test_an_uploaded_state_dict_is_read_from_memory_for_the_chosen_architecture(
         torch.testing.assert_close(loaded.capture(x, [])[1], source(x))
     with pytest.raises(WeightsError, match="The uploaded file does not fit ResNet-56"):
         load_checkpoint_model(io.BytesIO(buffer.getvalue()), arch="resnet56", name="The uploaded file")
+
+
+def test_the_checkpoint_picker_names_dropclusters_place(tmp_path):
+    db = RunsDB(tmp_path)
+    placed = db.create_run(RunConfig(model="resnet20", dataset="digits", regularizer="dropcluster",
+                                     dropcluster_after="stage2"))
+    at_stem = db.create_run(RunConfig(model="resnet20", dataset="digits", regularizer="dropcluster"))
+    db.close()
+    for run_id in (placed, at_stem):
+        run_dir(tmp_path, run_id).mkdir(parents=True, exist_ok=True)
+        (run_dir(tmp_path, run_id) / CHECKPOINT).write_bytes(b"weights")
+    labels = {c.run_id: c.label for c in run_checkpoints(tmp_path)}
+    assert "resnet20 + dropcluster after stage2 on digits" in labels[placed]
+    assert "resnet20 + dropcluster on digits" in labels[at_stem]
