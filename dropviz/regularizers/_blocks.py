@@ -14,9 +14,9 @@ Two samplers give the same distribution (i.i.d. Bernoulli(gamma) seeds on the va
   between successive seeds of a Bernoulli(gamma) sequence are i.i.d. Geometric(gamma), and their cumulative
   sum gives the seed positions with exactly the dense law (:func:`bernoulli_positions`). The dropped units
   are listed once each (:func:`block_offsets`, one compiled pass with a per-map bitmap), which gives the
-  kept fraction without counting, and the
-  output is ``x * scale`` with those units zeroed (:class:`_DropUnits`): no Bernoulli draw per unit, no
-  pooling, no mask tensor; the backward pass is the same op on the gradient.
+  kept fraction without counting, and the output is ``x * scale`` with those units zeroed
+  (:class:`_DropUnits`): no Bernoulli draw per unit, no pooling, no mask tensor; the backward pass is the
+  same op on the gradient.
 """
 from __future__ import annotations
 
@@ -351,7 +351,7 @@ def keep_mask(draw: BlockDraw, x: torch.Tensor) -> torch.Tensor:
     if draw.keep is not None:
         return draw.keep.to(x.dtype)
     mask = _filled(draw.shape, x, 1.0)
-    _storage(mask).index_fill_(0, draw.dropped, 0.0)
+    store_at(mask, draw.dropped, None)
     return mask
 
 
@@ -437,7 +437,7 @@ def scaled_mask(draw: BlockDraw, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
         return scale_keep(draw.keep, x.dtype)
     scale = sparse_scale(draw)
     mask = _filled(draw.shape, x, scale)  # a Python number: fill_ with a tensor would be a broadcast copy
-    _storage(mask).index_fill_(0, draw.dropped, 0.0)
+    store_at(mask, draw.dropped, None)
     return mask, torch.tensor(scale, device=x.device)
 
 
