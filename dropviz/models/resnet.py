@@ -21,6 +21,9 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from dropviz.regularizers import Regularizer
+from dropviz.regularizers.fused import drop_add_relu, relu_then_drop
+
 
 class ShortcutA(nn.Module):
     """Option A of He et al. 2016: subsample by the stride and zero-pad the new channels (no parameters)."""
@@ -39,16 +42,36 @@ class ShortcutA(nn.Module):
 class Block(BasicBlock):
     """torchvision's basic block (conv-bn-relu-conv-bn, plus shortcut, relu) with two regularizer places,
     identity until a regularizer is inserted: ``drop_mid`` after the first conv-bn-relu and ``drop_residual``
-    on the residual branch just before the addition."""
+    on the residual branch just before the addition.
+
+    A regularizer with a sparse draw (DropBlock, ProbDropBlock and Disout training on the CPU) is applied
+    fused into the ReLU, the second conv and the addition (:mod:`dropviz.regularizers.fused`): the same
+    result without the two passes over the activation its own op takes. ``fuse_regularizers = False``
+    calls the modules instead."""
+
+    fuse_regularizers = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.drop_mid = nn.Identity()
         self.drop_residual = nn.Identity()
 
+    def _fuses(self, regularizer: nn.Module, x: torch.Tensor) -> bool:
+        return self.fuse_regularizers and isinstance(regularizer, Regularizer) and regularizer.has_sparse_draw(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.drop_mid(self.relu(self.bn1(self.conv1(x))))
-        out = self.drop_residual(self.bn2(self.conv2(out)))
+        out = self.bn1(self.conv1(x))
+        if self._fuses(self.drop_mid, out):
+            out, scale = relu_then_drop(out, self.drop_mid)
+            out = self.conv2._conv_forward(out, self.conv2.weight * scale, self.conv2.bias)
+        else:
+            out = self.conv2(self.drop_mid(self.relu(out)))
+        out = self.bn2(out)
+        if self._fuses(self.drop_residual, out):
+            drop = self.drop_residual.sparse_draw(out)  # drawn before the shortcut's regularizer, as unfused
+            shortcut = x if self.downsample is None else self.downsample(x)
+            return drop_add_relu(out, shortcut, drop)
+        out = self.drop_residual(out)
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(out + shortcut)
 

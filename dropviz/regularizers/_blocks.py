@@ -230,6 +230,12 @@ def sparse_ok(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+def sparse_blocks_ok(x: torch.Tensor, gamma: float, block: tuple[int, ...]) -> bool:
+    """Whether block seeds of rate ``gamma`` are drawn sparsely ("auto"): :func:`sparse_ok`, and the blocks
+    cover at most SPARSE_MAX_COVERAGE (the sparse sampler's cost grows with the units they list)."""
+    return sparse_ok(x) and gamma * math.prod(block) <= SPARSE_MAX_COVERAGE
+
+
 def memory_format(x: torch.Tensor) -> torch.memory_format:
     """The dense layout masks for ``x`` use: ``x``'s own when it is channels-last, else contiguous."""
     if x.is_contiguous():
@@ -254,10 +260,7 @@ def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[i
     mask_shape = (n, 1 if share_channels else c, *spatial)
     valid = _valid_shape(spatial, block)
     if sampler == "auto":
-        sampler = "dense"
-        # the sparse sampler's cost grows with the number of units its blocks list
-        if sparse_ok(x) and isinstance(gamma, float) and gamma * math.prod(block) <= SPARSE_MAX_COVERAGE:
-            sampler = "sparse"
+        sampler = "sparse" if isinstance(gamma, float) and sparse_blocks_ok(x, gamma, block) else "dense"
     if sampler == "sparse":
         return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds)
     if sampler != "dense":

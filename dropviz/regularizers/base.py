@@ -1,8 +1,20 @@
 """The one API every dropviz regularizer shares."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
+
+
+class SparseDrop(NamedTuple):
+    """One training-mode application written as the units it overwrites: ``forward(x)`` is ``scale * x`` with
+    the units at storage offsets ``dropped`` (``x``'s memory format, each once) set to ``values``, or to 0
+    where ``values`` is None."""
+
+    dropped: torch.Tensor
+    values: torch.Tensor | None
+    scale: float
 
 
 class Regularizer(nn.Module):
@@ -30,6 +42,17 @@ class Regularizer(nn.Module):
         With the same RNG state, ``explain(x)["output"]`` equals ``forward(x)`` in train mode exactly.
         """
         return self.stages(x, generator, explain=True)
+
+    def has_sparse_draw(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`sparse_draw` can give this application for ``x``; decided by the mode, the rate,
+        ``x``'s shape and device only. False unless a method has a sparse draw (on the CPU)."""
+        return False
+
+    def sparse_draw(self, x: torch.Tensor, generator: torch.Generator | None = None) -> SparseDrop:
+        """This application as a :class:`SparseDrop`, for callers that fuse it into neighbouring ops (the
+        models fold ``scale`` into the next convolution or addition and write the units into a ReLU's output).
+        The same draw, from the same random numbers, as :meth:`forward`. Needs :meth:`has_sparse_draw`."""
+        raise ValueError(f"{type(self).__name__} has no sparse draw for this input; call it instead")
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"

@@ -7,7 +7,7 @@ import torch
 from . import _blocks
 from . import functional as F_
 from ._checks import check_block_size, check_drop_prob, check_nonnegative, check_rank
-from .base import Regularizer
+from .base import Regularizer, SparseDrop
 
 
 def _std(x: torch.Tensor) -> torch.Tensor:
@@ -75,15 +75,9 @@ class Disout(Regularizer):
                                   with_seeds=explain)
         sigma = self.distortion_std(x, generator)
         if draw.dropped is not None:
-            # Noise only at the dropped units (each listed once), written into x * scale in the same call.
-            scale = _blocks.sparse_scale(draw)
-            values = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
-            if sigma.numel() > 1:
-                values *= sigma[(draw.dropped // _blocks.mask_strides(x.shape, x)[1]) % x.shape[1]] * scale
-            else:
-                values *= sigma.item() * scale
-            out = _blocks.drop_units(x, draw.dropped, scale, values.to(x.dtype))
-            scale = torch.tensor(scale)
+            drop = self._distort_units(x, draw, sigma, generator)
+            out = _blocks.drop_units(x, drop.dropped, drop.scale, drop.values * drop.scale)
+            scale = torch.tensor(drop.scale)
         else:
             scaled, scale = _blocks.scaled_mask(draw, x)
             noise = torch.randn(x.shape, generator=generator, device=x.device)
@@ -95,6 +89,27 @@ class Disout(Regularizer):
         keep = _blocks.keep_mask(draw, x)
         distortion = (out.detach() / scale.to(x.dtype)) * (1 - keep)
         return {"input": x, "seeds": draw.seeds, "mask": keep, "distortion": distortion, "output": out}
+
+    @staticmethod
+    def _distort_units(x, draw, sigma, generator) -> SparseDrop:
+        """A sparse draw's distortion: noise only at the dropped units (each listed once)."""
+        values = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
+        if sigma.numel() > 1:
+            values *= sigma[(draw.dropped // _blocks.mask_strides(x.shape, x)[1]) % x.shape[1]]
+        else:
+            values *= sigma.item()
+        return SparseDrop(draw.dropped, values.to(x.dtype), _blocks.sparse_scale(draw))
+
+    def has_sparse_draw(self, x: torch.Tensor) -> bool:
+        """In training mode on the CPU where the blocks cover little (the sparse sampler)."""
+        return (self.training and self.drop_prob > 0.0 and x.dim() == 4
+                and F_.draws_blocks_sparsely(x, self.drop_prob, self.block_size, self.exact_rate))
+
+    def sparse_draw(self, x, generator=None) -> SparseDrop:
+        if not self.has_sparse_draw(x):
+            return super().sparse_draw(x, generator)
+        draw = F_.drop_block_draw(x, self.drop_prob, self.block_size, False, generator, self.exact_rate)
+        return self._distort_units(x, draw, self.distortion_std(x, generator), generator)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, block_size={self.block_size}, alpha={self.alpha}"

@@ -6,7 +6,7 @@ import torch
 from . import _blocks
 from . import functional as F_
 from ._checks import check_block_size, check_drop_prob, check_rank
-from .base import Regularizer
+from .base import Regularizer, SparseDrop
 
 
 class _DropBlockNd(Regularizer):
@@ -33,6 +33,17 @@ class _DropBlockNd(Regularizer):
             return {"output": out}
         keep = _blocks.keep_mask(draw, x)
         return {"input": x, "seeds": draw.seeds.expand_as(x), "mask": keep.expand_as(x), "output": out}
+
+    def has_sparse_draw(self, x: torch.Tensor) -> bool:
+        """In training mode on the CPU, one mask per channel, where the blocks cover little (the sparse sampler)."""
+        return (self.training and self.drop_prob > 0.0 and not self.share_channels and x.dim() == self._rank
+                and F_.draws_blocks_sparsely(x, self.drop_prob, self.block_size, self.exact_rate))
+
+    def sparse_draw(self, x, generator=None) -> SparseDrop:
+        if not self.has_sparse_draw(x):
+            return super().sparse_draw(x, generator)
+        draw = self._draw(x, generator, explain=False)
+        return SparseDrop(draw.dropped, None, _blocks.sparse_scale(draw))
 
     def extra_repr(self) -> str:
         return (f"drop_prob={self.drop_prob}, block_size={self.block_size}, share_channels={self.share_channels}"

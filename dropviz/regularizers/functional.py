@@ -68,13 +68,24 @@ def drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int, share_ch
                     generator: torch.Generator | None = None, exact_rate: bool = True, sampler: str = "auto",
                     with_seeds: bool = False) -> _blocks.BlockDraw:
     """:func:`drop_block_mask` with the sampler's extras (dropped offsets, seed map); used by the modules."""
-    drop_prob = check_drop_prob(drop_prob)
-    block_size = check_block_size(block_size)
     check_rank(x, (4, 5), "(N, C, H, W) or (N, C, D, H, W)")
-    spatial = tuple(x.shape[2:])
-    block = _blocks.clip_block(spatial, block_size)
-    gamma = _blocks.seed_rate(drop_prob, spatial, block, exact_rate)
+    block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
     return _blocks.draw_block_mask(x, gamma, block, share_channels, generator, sampler, with_seeds)
+
+
+def block_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int,
+                    exact_rate: bool = True) -> tuple[tuple[int, ...], float]:
+    """DropBlock's block edge per spatial dimension of ``x`` (clipped to the map) and its seed rate gamma."""
+    spatial = tuple(x.shape[2:])
+    block = _blocks.clip_block(spatial, check_block_size(block_size))
+    return block, _blocks.seed_rate(check_drop_prob(drop_prob), spatial, block, exact_rate)
+
+
+def draws_blocks_sparsely(x: torch.Tensor, drop_prob: float, block_size: int, exact_rate: bool = True) -> bool:
+    """Whether the ``"auto"`` sampler draws DropBlock's (and ProbDropBlock's, Disout's) seeds for ``x``
+    sparsely: on the CPU where the blocks cover little (:func:`~dropviz.regularizers._blocks.sparse_blocks_ok`)."""
+    block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
+    return _blocks.sparse_blocks_ok(x, gamma, block)
 
 
 def salience_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int, exact_rate: bool = True) -> torch.Tensor:
@@ -93,12 +104,9 @@ def _salience(x: torch.Tensor, drop_prob: float, block_size: int,
     """``|x|`` at the valid block centres (float32), and per sample and channel the factor and the offset
     that make the seed rate ``min(uniform + salience * per_unit, 1)``: ``gamma / mean`` and 0, or 0 and
     ``gamma`` for an all-zero map; also the clipped block and DropBlock's rate gamma (the mean rate)."""
-    drop_prob = check_drop_prob(drop_prob)
     check_rank(x, (4,), "(N, C, H, W)")
-    spatial = tuple(x.shape[2:])
-    block = _blocks.clip_block(spatial, check_block_size(block_size))
-    gamma = _blocks.seed_rate(drop_prob, spatial, block, exact_rate)
-    (kh, kw), (h, w) = block, spatial
+    block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
+    (kh, kw), (h, w) = block, tuple(x.shape[2:])
     salience = x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
     mean = salience.mean(dim=(2, 3), keepdim=True)
     all_zero = mean == 0
@@ -182,7 +190,7 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
     (:func:`_salient_seeds`): the rates are computed only at the candidates, never for the whole valid grid.
     Elsewhere the rates of the whole grid go to DropBlock's dense sampler."""
     salience, per_unit, uniform, block, gamma = _salience(x, drop_prob, block_size, exact_rate)
-    if _blocks.sparse_ok(x) and gamma * math.prod(block) <= _blocks.SPARSE_MAX_COVERAGE:  # as draw_block_mask
+    if _blocks.sparse_blocks_ok(x, gamma, block):
         shape = (*salience.shape[:2], *x.shape[2:])
         seeds = _salient_seeds(salience, per_unit, uniform, generator)
         dropped, seed_map = _blocks.expand_seed_index(seeds, shape, block, x, with_seeds)

@@ -1,0 +1,118 @@
+"""Sparse draws and their fused application in the ResNet blocks: the same numbers as the modules."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from dropviz.models import Block, build_model
+from dropviz.models import resnet
+from dropviz.regularizers import Disout, DropBlock2d, DropBlock3d, DropPath, Dropout, ProbDropBlock2d
+from dropviz.regularizers.fused import drop_add_relu
+
+torch.set_num_threads(1)
+
+SPARSE_DRAWERS = {
+    "dropblock": (lambda: DropBlock2d(0.2, 3), (4, 6, 12, 12)),
+    "dropblock3d": (lambda: DropBlock3d(0.2, 3), (2, 3, 6, 8, 8)),
+    "probdropblock": (lambda: ProbDropBlock2d(0.2, 3), (4, 6, 12, 12)),
+    "disout": (lambda: Disout(0.2, 3), (4, 6, 12, 12)),
+}
+
+
+def _applied(x: torch.Tensor, drop) -> torch.Tensor:
+    """``scale * x`` with ``drop.values`` (or 0) at its storage offsets: what a sparse draw stands for."""
+    out = x.clone()  # keeps x's memory format, which the offsets refer to
+    storage = out.as_strided((out.numel(),), (1,))
+    storage[drop.dropped] = 0.0 if drop.values is None else drop.values
+    return out * drop.scale
+
+
+@pytest.mark.parametrize("name", SPARSE_DRAWERS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_sparse_draw_is_the_forward_draw(name, channels_last):
+    make, shape = SPARSE_DRAWERS[name]
+    module = make().train()
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    assert module.has_sparse_draw(x)
+    drop = module.sparse_draw(x, torch.Generator().manual_seed(3))
+    assert drop.dropped.numel() > 0 and drop.scale > 1.0
+    assert (drop.values is None) == (name != "disout")
+    expected = module(x, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(_applied(x, drop), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_only_sparse_cpu_draws_are_offered():
+    x = torch.randn(4, 6, 32, 32)
+    assert DropBlock2d(0.1, 5).train().has_sparse_draw(x)
+    refused = [
+        DropBlock2d(0.1, 5).eval(),                  # identity in eval mode
+        DropBlock2d(0.0, 5).train(),                 # and at rate 0
+        DropBlock2d(0.1, 5, share_channels=True),    # one mask per sample: not offsets into x
+        DropBlock2d(0.9, 7).train(),                 # blocks cover most of the map: the dense sampler
+        Disout(0.9, 7).train(),
+        Dropout(0.1).train(), DropPath(0.1).train(),  # methods without a sparse draw
+    ]
+    for module in refused:
+        assert not module.has_sparse_draw(x), module
+        with pytest.raises(ValueError, match="no sparse draw"):
+            module.sparse_draw(x)
+    assert not DropBlock2d(0.1, 5).train().has_sparse_draw(x.to("meta"))  # off the CPU
+
+
+def _step(model: nn.Module, seed: int) -> tuple[torch.Tensor, dict, dict]:
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(6) % 10
+    torch.manual_seed(seed)  # the draws come from the global generator, as in training
+    loss, logits = model.loss(x.contiguous(memory_format=torch.channels_last), y, nn.CrossEntropyLoss())
+    loss.backward()
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    return logits.detach(), grads, {k: v.float() for k, v in model.state_dict().items()}
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # float32 rounding of the two op orders through twenty layers stayed below 1e-5 of each tensor's largest
+    # value (measured 1e-6); one block drawn differently moves logits and gradients by far more than 1e-4
+    return bool((a - b).abs().max() <= 1e-4 * b.abs().max().clamp_min(1e-3))
+
+
+@pytest.mark.parametrize("name", ["dropblock", "probdropblock", "disout"])
+@pytest.mark.parametrize("model_name", ["resnet20", "resnet18"])
+def test_fused_blocks_train_exactly_as_the_modules(name, model_name, monkeypatch):
+    """Fused (the default) against ``fuse_regularizers = False``, from the same weights and random state:
+    the same logits, parameter gradients and batch-norm statistics. A different draw does differ."""
+    fused = build_model(model_name, regularizer=name, params={"drop_prob": 0.1}).to(
+        memory_format=torch.channels_last).train()
+    unfused, other_draw = copy.deepcopy(fused), copy.deepcopy(fused)
+    for model in (unfused, other_draw):
+        for block in model.modules():
+            if isinstance(block, Block):
+                block.fuse_regularizers = False
+    calls = []
+    for op in ("relu_then_drop", "drop_add_relu"):
+        original = getattr(resnet, op)
+        monkeypatch.setattr(resnet, op, lambda *a, _op=op, _f=original: calls.append(_op) or _f(*a))
+    results = _step(fused, seed=1)
+    assert {"relu_then_drop", "drop_add_relu"} <= set(calls)
+    monkeypatch.undo()
+    reference, different = _step(unfused, seed=1), _step(other_draw, seed=2)
+    assert _close(results[0], reference[0]) and not _close(different[0], reference[0])
+    for mine, theirs, others in zip(results[1:], reference[1:], different[1:]):
+        assert mine.keys() == theirs.keys()
+        for key in theirs:
+            assert _close(mine[key], theirs[key]), key
+        assert not all(_close(others[key], theirs[key]) for key in theirs)
+
+
+def test_drop_add_relu_refuses_a_branch_whose_output_its_producer_needs():
+    """The branch's dropped units are written in place; autograd stops a producer that saved its output."""
+    z = torch.randn(2, 3, 8, 8, requires_grad=True)
+    branch = torch.sigmoid(z)  # sigmoid's backward reads its output
+    module = DropBlock2d(0.2, 3).train()
+    out = drop_add_relu(branch, torch.randn(2, 3, 8, 8), module.sparse_draw(branch))
+    with pytest.raises(RuntimeError, match="inplace"):
+        out.sum().backward()
