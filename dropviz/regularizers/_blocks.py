@@ -107,23 +107,37 @@ def bernoulli_positions(total: int, gamma: float, generator: torch.Generator | N
     """Sorted indices of the successes of ``total`` i.i.d. Bernoulli(``gamma``) trials, drawn sparsely.
 
     The gaps between successive successes (counting from -1) are i.i.d. Geometric(gamma) on {1, 2, ...},
-    so the cumulative sum of geometric draws, cut at ``total``, has exactly the law of the dense draw, at a
-    cost proportional to the number of successes. Draws a little more than the expected count and tops up
-    in the rare case that was not enough. The draws come from ``generator``; the index arithmetic is done
-    in NumPy (single-threaded: on a small shared CPU, tiny parallel torch ops cost more than they do).
+    ``1 + floor(log(1 - u) / log(1 - gamma))`` for a uniform ``u``, so their cumulative sum, cut at ``total``,
+    has exactly the law of the dense draw, at a cost proportional to the number of successes. Uniforms come
+    from ``generator``, a little more than the expected count, topped up in the rare case that was not enough;
+    the walk is one compiled loop.
     """
     if gamma <= 0.0:
         return np.empty(0, dtype=np.int64)
+    if gamma >= 1.0:
+        return np.arange(total, dtype=np.int64)
     expected = total * gamma
     chunk = int(expected + 6.0 * math.sqrt(expected) + 16)
+    per_log_miss = 1.0 / math.log1p(-gamma)
     last, parts = -1, []
     while last < total:
-        gaps = torch.empty(chunk, dtype=torch.float64, device=device).geometric_(gamma, generator=generator)
-        positions = last + np.cumsum(gaps.cpu().numpy().astype(np.int64))
+        uniforms = torch.rand(chunk, dtype=torch.float64, device=device, generator=generator).cpu().numpy()
+        positions, last = _geometric_walk(uniforms, per_log_miss, last, total)
         parts.append(positions)
-        last = int(positions[-1])
-    positions = np.concatenate(parts)
-    return positions[positions < total]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+@njit(cache=True, nogil=True)
+def _geometric_walk(uniforms, per_log_miss, last, total):
+    """From ``last``, one geometric gap per uniform; the positions below ``total`` and where the walk ended
+    (``total`` or beyond once it passed the end)."""
+    positions = np.empty(uniforms.shape[0], np.int64)
+    for i in range(uniforms.shape[0]):
+        last += 1 + int(min(np.log1p(-uniforms[i]) * per_log_miss, total))
+        if last >= total:
+            return positions[:i], last
+        positions[i] = last
+    return positions, last
 
 
 def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], strides: tuple[int, ...],
