@@ -148,7 +148,16 @@ def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], strides: tuple
     overlap, a unit is listed only under the first block (in seed order) that covers it.
     """
     geometry = _block_geometry(tuple(mask_shape), tuple(strides), tuple(block))
-    return _union_offsets(np.asarray(seeds, dtype=np.int64), mask_shape[1], strides[0], strides[1], *geometry)
+    seeds = np.asarray(seeds, dtype=np.int64)
+    units = np.empty(seeds.shape[0] * math.prod(block), offset_dtype(math.prod(mask_shape)))
+    starts = np.empty(seeds.shape[0], np.int64)
+    n_units = _union_offsets(seeds, mask_shape[1], strides[0], strides[1], *geometry, units, starts)
+    return units[:n_units], starts
+
+
+def offset_dtype(numel: int) -> type:
+    """int32 storage offsets where they fit: half the memory to write and read back of int64."""
+    return np.int32 if numel <= np.iinfo(np.int32).max else np.int64
 
 
 @lru_cache(maxsize=256)
@@ -172,12 +181,11 @@ def _block_geometry(mask_shape: tuple[int, ...], strides: tuple[int, ...],
 
 @njit(cache=True, nogil=True)
 def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage, seed_unit, block_storage,
-                   block_unit):
-    """:func:`block_offsets`' one pass: the seeds of one map come together (they are sorted), so a bitmap of
-    that map's units, cleared between maps, tells which units an earlier block already listed."""
+                   block_unit, units, starts):
+    """:func:`block_offsets`' one pass, into ``units`` and ``starts``; returns the number of units. The seeds
+    of one map come together (they are sorted), so a bitmap of that map's units, cleared between maps, tells
+    which units an earlier block already listed."""
     per_map = seed_storage.shape[0]
-    units = np.empty(seeds.shape[0] * block_storage.shape[0], np.int64)
-    starts = np.empty(seeds.shape[0], np.int64)
     taken = np.zeros(block_unit[-1] + seed_unit[-1] + 1, np.bool_)  # every unit of a map
     touched = np.empty(taken.shape[0], np.int64)
     n_units, n_touched, map_first, map_storage = 0, 0, 0, 0
@@ -200,7 +208,7 @@ def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage,
                 n_touched += 1
                 units[n_units] = start + block_storage[j]
                 n_units += 1
-    return units[:n_units], starts
+    return n_units
 
 
 def cluster_offsets(triples: np.ndarray, labels: np.ndarray, n_clusters: int, shape: tuple[int, ...],
