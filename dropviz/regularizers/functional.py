@@ -3,6 +3,7 @@ reproducible draws and returns a keep-mask (1 = kept) in the input's dtype; the 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -118,29 +119,37 @@ def _salient_seeds(salience: torch.Tensor, per_unit: torch.Tensor, offset: torch
                    generator: torch.Generator | None) -> np.ndarray:
     """Sorted flat indices (into the valid grid) of seeds with ProbDropBlock's rates, drawn map by map by
     thinning (:func:`_thin_maps`) at each map's own largest rate: a few candidates per map however salient
-    the most salient map is. Uniforms come from ``generator`` in one draw, sized for about twice the
-    expected need (and drawn again, twice as many, in the rare case that was not enough)."""
+    the most salient map is. Uniforms come from ``generator`` in one draw, the expected need and over 5 SDs
+    more (drawn again, twice as many, in the rare case that was not enough)."""
     n, c, height, width = salience.shape
     ceilings = (salience.amax(dim=(2, 3)) * per_unit.reshape(n, c) + offset.reshape(n, c)).clamp_(max=1.0)
-    ceilings = ceilings.reshape(-1).double().numpy()
-    expected = float(ceilings.sum()) * height * width + ceilings.size  # per candidate two uniforms, per map one
-    count = int(2 * expected + 8 * math.sqrt(expected) + 64)
+    ceilings = ceilings.reshape(-1).double()
+    # The logarithms are vectorised here rather than taken one by one in the loop (several times dearer there):
+    # 1 / log(1 - c) per map (0 for c = 1: every position a candidate), log(1 - u) for every uniform.
+    per_log_miss = torch.log1p(-ceilings).reciprocal_().nan_to_num_(posinf=0.0, neginf=0.0).numpy()
+    ceilings = ceilings.numpy()
+    expected = 2 * float(ceilings.sum()) * height * width + ceilings.size  # per candidate two uniforms, per map one
+    count = int(expected + 8 * math.sqrt(expected) + 64)  # the count's SD is under sqrt(2 * expected)
     strides = salience.stride()
-    within_map = np.add.outer(np.arange(height) * strides[2], np.arange(width) * strides[3]).reshape(-1)
-    tables = (_blocks._storage(salience).numpy(), within_map, strides[0], strides[1], c,
-              offset.reshape(-1).numpy(), per_unit.reshape(-1).numpy(), ceilings)
+    tables = (_blocks._storage(salience).numpy(), _within_map(height, width, *strides[2:]), strides[0], strides[1],
+              c, offset.reshape(-1).numpy(), per_unit.reshape(-1).numpy(), ceilings, per_log_miss)
     while True:
         uniforms = torch.rand(count, dtype=torch.float64, generator=generator)
-        # log(1 - u) for the geometric gaps, vectorised here rather than one by one in the loop
         seeds, complete = _thin_maps(uniforms.numpy(), torch.log1p(-uniforms).numpy(), *tables)
         if complete:
             return seeds
         count *= 2
 
 
+@lru_cache(maxsize=64)
+def _within_map(height: int, width: int, row_stride: int, column_stride: int) -> np.ndarray:
+    """A valid position's storage offset within its map, in row-major order of the positions."""
+    return np.add.outer(np.arange(height) * row_stride, np.arange(width) * column_stride).reshape(-1)
+
+
 @njit(cache=True, nogil=True)
 def _thin_maps(uniforms, log_complements, salience, within_map, sample_stride, channel_stride, channels, offset,
-               factor, ceilings):
+               factor, ceilings, per_log_misses):
     """Per map ``m`` of the valid grid ``(N, C, H', W')``: candidates at rate ``c = ceilings[m]`` (geometric
     gaps ``1 + floor(log(1 - u) / log(1 - c))``), each kept with probability ``rate / c`` where
     ``rate = min(offset[m] + salience * factor[m], 1)``: exactly independent Bernoulli(rate) seeds.
@@ -156,7 +165,7 @@ def _thin_maps(uniforms, log_complements, salience, within_map, sample_stride, c
         ceiling = ceilings[m]
         if ceiling <= 0.0:
             continue
-        per_log_miss = 1.0 / np.log1p(-ceiling) if ceiling < 1.0 else 0.0  # ceiling 1: every position
+        per_log_miss = per_log_misses[m]
         map_storage = sample * sample_stride + channel * channel_stride
         position = -1
         while True:
