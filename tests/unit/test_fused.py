@@ -64,11 +64,11 @@ def test_only_sparse_cpu_draws_are_offered():
     assert not DropBlock2d(0.1, 5).train().has_sparse_draw(x.to("meta"))  # off the CPU
 
 
-def _step(model: nn.Module, seed: int) -> tuple[torch.Tensor, dict, dict]:
+def _step(model: nn.Module, seed: int, layout: torch.memory_format) -> tuple[torch.Tensor, dict, dict]:
     x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     y = torch.arange(6) % 10
     torch.manual_seed(seed)  # the draws come from the global generator, as in training
-    loss, logits = model.loss(x.contiguous(memory_format=torch.channels_last), y, nn.CrossEntropyLoss())
+    loss, logits = model.loss(x.contiguous(memory_format=layout), y, nn.CrossEntropyLoss())
     loss.backward()
     grads = {k: p.grad for k, p in model.named_parameters()}
     return logits.detach(), grads, {k: v.float() for k, v in model.state_dict().items()}
@@ -83,12 +83,13 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize("name", ["dropblock", "probdropblock", "disout"])
-@pytest.mark.parametrize("model_name", ["resnet20", "resnet18"])
-def test_fused_blocks_train_exactly_as_the_modules(name, model_name, monkeypatch):
+@pytest.mark.parametrize("model_name, layout", [("resnet20", torch.channels_last), ("resnet18", torch.channels_last),
+                                                ("resnet20", torch.contiguous_format)])
+def test_fused_blocks_train_exactly_as_the_modules(name, model_name, layout, monkeypatch):
     """Fused (the default) against ``fuse_regularizers = False``, from the same weights and random state, in
     float64: the same logits, parameter gradients and batch-norm statistics. A different draw does differ."""
     fused = build_model(model_name, regularizer=name, params={"drop_prob": 0.1}).to(
-        torch.float64, memory_format=torch.channels_last).train()
+        torch.float64, memory_format=layout).train()
     unfused, other_draw = copy.deepcopy(fused), copy.deepcopy(fused)
     for model in (unfused, other_draw):
         for block in model.modules():
@@ -98,10 +99,10 @@ def test_fused_blocks_train_exactly_as_the_modules(name, model_name, monkeypatch
     for op in ("relu_then_drop", "drop_add_relu"):
         original = getattr(resnet, op)
         monkeypatch.setattr(resnet, op, lambda *a, _op=op, _f=original: calls.append(_op) or _f(*a))
-    results = _step(fused, seed=1)
+    results = _step(fused, seed=1, layout=layout)
     assert {"relu_then_drop", "drop_add_relu"} <= set(calls)
     monkeypatch.undo()
-    reference, different = _step(unfused, seed=1), _step(other_draw, seed=2)
+    reference, different = _step(unfused, seed=1, layout=layout), _step(other_draw, seed=2, layout=layout)
     assert _close(results[0], reference[0]) and not _close(different[0], reference[0])
     for mine, theirs, others in zip(results[1:], reference[1:], different[1:]):
         assert mine.keys() == theirs.keys()
