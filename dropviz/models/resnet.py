@@ -67,13 +67,12 @@ class Block(BasicBlock):
         else:
             out = self.conv2(self.drop_mid(self.relu(out)))
         out = self.bn2(out)
-        if self._fuses(self.drop_residual, out):
-            drop = self.drop_residual.sparse_draw(out)  # drawn before the shortcut's regularizer, as unfused
-            shortcut = x if self.downsample is None else self.downsample(x)
-            return drop_add_relu(out, shortcut, drop)
-        out = self.drop_residual(out)
+        # either way drawn before a regularizer on the shortcut draws
+        drop = self.drop_residual.sparse_draw(out) if self._fuses(self.drop_residual, out) else None
+        if drop is None:
+            out = self.drop_residual(out)
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + shortcut)
+        return self.relu(out + shortcut) if drop is None else drop_add_relu(out, shortcut, drop)
 
 
 class ResNet(nn.Module):

@@ -110,7 +110,8 @@ def bernoulli_positions(total: int, gamma: float, generator: torch.Generator | N
     ``1 + floor(log(1 - u) / log(1 - gamma))`` for a uniform ``u``, so their cumulative sum, cut at ``total``,
     has exactly the law of the dense draw, at a cost proportional to the number of successes. Uniforms come
     from ``generator``, a little more than the expected count, topped up in the rare case that was not enough;
-    the walk is one compiled loop.
+    their logarithms are taken vectorised (one by one in the loop they cost several times more), the walk is
+    one compiled loop.
     """
     if gamma <= 0.0:
         return np.empty(0, dtype=np.int64)
@@ -122,18 +123,18 @@ def bernoulli_positions(total: int, gamma: float, generator: torch.Generator | N
     last, parts = -1, []
     while last < total:
         uniforms = torch.rand(chunk, dtype=torch.float64, device=device, generator=generator).cpu().numpy()
-        positions, last = _geometric_walk(uniforms, per_log_miss, last, total)
+        positions, last = _geometric_walk(np.log1p(-uniforms), per_log_miss, last, total)
         parts.append(positions)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @njit(cache=True, nogil=True)
-def _geometric_walk(uniforms, per_log_miss, last, total):
-    """From ``last``, one geometric gap per uniform; the positions below ``total`` and where the walk ended
-    (``total`` or beyond once it passed the end)."""
-    positions = np.empty(uniforms.shape[0], np.int64)
-    for i in range(uniforms.shape[0]):
-        last += 1 + int(min(np.log1p(-uniforms[i]) * per_log_miss, total))
+def _geometric_walk(log_complements, per_log_miss, last, total):
+    """From ``last``, one geometric gap per uniform ``u`` (given as ``log(1 - u)``); the positions below
+    ``total`` and where the walk ended (``total`` or beyond once it passed the end)."""
+    positions = np.empty(log_complements.shape[0], np.int64)
+    for i in range(log_complements.shape[0]):
+        last += 1 + int(min(log_complements[i] * per_log_miss, total))
         if last >= total:
             return positions[:i], last
         positions[i] = last
@@ -258,6 +259,22 @@ def sparse_blocks_ok(x: torch.Tensor, gamma: float, block: tuple[int, ...]) -> b
     return sparse_ok(x) and gamma * math.prod(block) <= SPARSE_MAX_COVERAGE
 
 
+def sparse_units_ok(x: torch.Tensor, rate: float) -> bool:
+    """Whether units (Dropout) or clusters (DropCluster) dropped at ``rate`` are drawn sparsely ("auto"):
+    :func:`sparse_ok`, and at most SPARSE_MAX_CANDIDATE_RATE of them are dropped."""
+    return sparse_ok(x) and rate <= SPARSE_MAX_CANDIDATE_RATE
+
+
+def resolve_sampler(sampler: str, sparse_when_auto: bool) -> str:
+    """``"sparse"`` or ``"dense"``: ``sampler`` itself, or for ``"auto"`` the sparse one where
+    ``sparse_when_auto``; any other value is refused."""
+    if sampler == "auto":
+        return "sparse" if sparse_when_auto else "dense"
+    if sampler not in ("sparse", "dense"):
+        raise ValueError(f"sampler must be 'auto', 'sparse' or 'dense', got {sampler!r}")
+    return sampler
+
+
 def memory_format(x: torch.Tensor) -> torch.memory_format:
     """The dense layout masks for ``x`` use: ``x``'s own when it is channels-last, else contiguous."""
     if x.is_contiguous():
@@ -281,12 +298,8 @@ def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[i
     spatial = tuple(x.shape[2:])
     mask_shape = (n, 1 if share_channels else c, *spatial)
     valid = _valid_shape(spatial, block)
-    if sampler == "auto":
-        sampler = "sparse" if isinstance(gamma, float) and sparse_blocks_ok(x, gamma, block) else "dense"
-    if sampler == "sparse":
+    if resolve_sampler(sampler, isinstance(gamma, float) and sparse_blocks_ok(x, gamma, block)) == "sparse":
         return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds)
-    if sampler != "dense":
-        raise ValueError(f"sampler must be 'auto', 'sparse' or 'dense', got {sampler!r}")
     return _dense(x, gamma, block, mask_shape, valid, generator, with_seeds)
 
 

@@ -26,13 +26,9 @@ def dropout_draw(x: torch.Tensor, drop_prob: float, generator: torch.Generator |
     they serve directly as storage offsets); ``"dense"`` draws one float32 uniform per unit (a float16 or
     bfloat16 uniform would be too coarse to hit ``drop_prob`` exactly). Same law either way."""
     drop_prob = check_drop_prob(drop_prob)
-    if sampler == "auto":
-        sampler = "sparse" if _blocks.sparse_ok(x) and drop_prob <= _blocks.SPARSE_MAX_CANDIDATE_RATE else "dense"
-    if sampler == "sparse":
+    if _blocks.resolve_sampler(sampler, _blocks.sparse_units_ok(x, drop_prob)) == "sparse":
         positions = _blocks.bernoulli_positions(x.numel(), drop_prob, generator, x.device)
         return _blocks.BlockDraw(tuple(x.shape), None, torch.from_numpy(positions).to(x.device), None)
-    if sampler != "dense":
-        raise ValueError(f"sampler must be 'auto', 'sparse' or 'dense', got {sampler!r}")
     noise = torch.empty_like(x, dtype=torch.float32).uniform_(generator=generator)
     return _blocks.BlockDraw(tuple(x.shape), noise >= drop_prob, None, None)
 
@@ -225,9 +221,7 @@ def cluster_draw(x: torch.Tensor, labels: torch.Tensor, n_clusters: int, drop_pr
     (sample, channel, cluster) triples and lists their units; ``"dense"`` draws one uniform per triple."""
     drop_prob = check_drop_prob(drop_prob)
     shape = (x.shape[0], labels.shape[0], n_clusters)
-    if sampler == "auto":
-        sampler = "sparse" if _blocks.sparse_ok(x) and drop_prob <= _blocks.SPARSE_MAX_CANDIDATE_RATE else "dense"
-    if sampler == "sparse":
+    if _blocks.resolve_sampler(sampler, _blocks.sparse_units_ok(x, drop_prob)) == "sparse":
         triples = _blocks.bernoulli_positions(math.prod(shape), drop_prob, generator, x.device)
         units = _blocks.cluster_offsets(triples, labels.cpu().numpy(), n_clusters, x.shape,
                                         _blocks.mask_strides(tuple(x.shape), x))
@@ -235,8 +229,6 @@ def cluster_draw(x: torch.Tensor, labels: torch.Tensor, n_clusters: int, drop_pr
         dropped_clusters[torch.from_numpy(triples).to(x.device)] = 1.0
         draw = _blocks.BlockDraw(tuple(x.shape), None, torch.from_numpy(units).to(x.device), None)
         return draw, dropped_clusters.reshape(shape)
-    if sampler != "dense":
-        raise ValueError(f"sampler must be 'auto', 'sparse' or 'dense', got {sampler!r}")
     kept_clusters = torch.empty(shape, device=x.device).uniform_(generator=generator) >= drop_prob
     index = labels.reshape(1, shape[1], -1).expand(shape[0], -1, -1)
     keep = kept_clusters.gather(2, index).reshape(x.shape).contiguous(memory_format=_blocks.memory_format(x))
