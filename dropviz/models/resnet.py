@@ -34,7 +34,9 @@ class ShortcutA(nn.Module):
         self.extra_channels = planes - in_planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
+        # x[:, :, ::s, ::s] as a 1x1 pooling: the slice's backward builds a contiguous (NCHW) gradient, and a
+        # channels-last model then runs every op of the stage before it on mixed layouts (several times slower)
+        x = F.avg_pool2d(x, 1, self.stride)
         half = self.extra_channels // 2
         return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
 
@@ -75,6 +77,14 @@ class Block(BasicBlock):
         return self.relu(out + shortcut) if drop is None else drop_add_relu(out, shortcut, drop)
 
 
+class GlobalAvgPool(nn.Module):
+    """``(N, C, H, W) -> (N, C, 1, 1)`` means. As a sum, whose backward broadcasts the gradient (a view):
+    ``nn.AdaptiveAvgPool2d(1)``'s builds a contiguous (NCHW) one, slow for a channels-last model behind it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=(2, 3), keepdim=True) * (1.0 / (x.shape[2] * x.shape[3]))
+
+
 class ResNet(nn.Module):
     """``stem -> stages -> global average pool -> head``.
 
@@ -86,7 +96,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.stem = stem
         self.stages = nn.Sequential(OrderedDict((f"stage{i}", s) for i, s in enumerate(stages, 1)))
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.head_drop = nn.Identity()
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(num_features, num_classes))
 

@@ -47,6 +47,35 @@ def test_option_a_shortcut_subsamples_and_zero_pads_channels():
     assert out[:, :8].abs().sum() == 0 and out[:, 24:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("name, regularizer", [("resnet20", None), ("resnet20", "dropblock"), ("resnet18", None)])
+def test_a_channels_last_model_gets_channels_last_gradients(name, regularizer):
+    # A contiguous (NCHW) gradient meeting channels-last activations makes every op behind it run on mixed
+    # layouts, several times slower: the subsampling shortcut and the global pool must not produce one.
+    model = build_model(name, regularizer=regularizer).to(memory_format=torch.channels_last).train()
+    mixed = []
+
+    def check(module_name, grad):
+        if grad.shape[2:] != (1, 1) and not grad.is_contiguous(memory_format=torch.channels_last) \
+                and 0 not in grad.stride():  # a broadcast gradient (the pool's) is a view of (N, C, 1, 1)
+            mixed.append((module_name, grad.stride()))
+
+    def watch(module_name, out):
+        if isinstance(out, torch.Tensor) and out.dim() == 4:
+            out.register_hook(lambda grad: check(module_name, grad))
+
+    for module_name, module in model.named_modules():
+        module.register_forward_hook(lambda m, i, out, n=module_name: watch(n, out))
+    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    model(x).sum().backward()
+    assert mixed == []
+
+
+def test_global_pool_is_the_mean():
+    x = torch.randn(3, 5, 7, 6, dtype=torch.float64)
+    pool = build_model("resnet20").pool
+    assert torch.allclose(pool(x), x.mean(dim=(2, 3), keepdim=True), rtol=1e-12, atol=0)
+
+
 def test_single_channel_input():
     assert MODELS["resnet20"](num_classes=3, in_channels=1)(torch.randn(1, 1, 32, 32)).shape == (1, 3)
 
