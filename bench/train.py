@@ -4,7 +4,7 @@
     PYTHONPATH=. .venv/bin/python bench/train.py --device cuda         # bf16 autocast, channels-last
 
 Models take turns one training step at a time (forward, loss, backward, SGD update, drop-rate schedule step:
-what ``python -m dropviz.train`` does per step), so a busy machine slows all alike; each model's figure is
+what ``python -m dropviz.train`` does per step, with its memory settings), so a busy machine slows all alike; each model's figure is
 the median step time over ``--steps`` steps, and the overhead is ``median / median(none) - 1``.
 Regularizers sit where :mod:`dropviz.models.placement` puts them, with their registry defaults.
 Goal: under 5% overhead on CPU for every method but DropCluster.
@@ -21,6 +21,7 @@ from torch import nn
 
 from dropviz.models import build_model, regularizers
 from dropviz.regularizers import LinearScheduler
+from dropviz.train.engine import keep_freed_memory
 from dropviz.train.config import regularizer_names
 
 
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     steps = {name: make_step(name, device, args.batch_size) for name in regularizer_names()}
     for step in steps.values():
         timed(step, args.warmup, device)

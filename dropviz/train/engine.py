@@ -6,12 +6,15 @@ dashboard can tell a dead worker from a busy one; a cancel request set there sto
 
 Speed: on CUDA the model runs channels-last under bf16 autocast, the dataset sits on the GPU with
 augmentation done there (:class:`~dropviz.data.datasets.Batches`), and the loop synchronises with the host
-only when it logs (every ``log_every`` steps), never per step.
+only when it logs (every ``log_every`` steps), never per step. On the CPU, channels-last too, and freed
+activations stay with the process (:func:`keep_freed_memory`).
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import platform
 import sqlite3
 import sys
 import threading
@@ -89,6 +92,20 @@ class Heartbeat:
             db.close()
 
 
+def keep_freed_memory() -> None:
+    """Have glibc keep freed blocks of up to 32 MB for reuse rather than hand them back to the system.
+
+    By default it returns a step's freed activations (a few MB each for ResNet-20 on the CPU) and the next
+    step takes them again as fresh pages: thousands of page faults per step, 3-4% of a CPU training step
+    measured here. Settings of this process only; nothing happens off glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -158,6 +175,8 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    if device.type == "cpu":
+        keep_freed_memory()
     torch.manual_seed(config.seed)
     train_data = load_split(config.dataset, "train", config.data_dir, config.limit_train, config.seed)
     test_data = load_split(config.dataset, "test", config.data_dir, config.limit_test, config.seed)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -103,3 +104,34 @@ def test_torchrun_two_processes_make_one_run(tmp_path):
     assert run["status"] == "finished" and run["device"] == "cpu x2"
     assert run["total_steps"] == 256 // 2 // 32  # steps per process
     assert len(RunsDB(tmp_path).steps(run["id"])) == 4 and len(RunsDB(tmp_path).epochs(run["id"])) == 1
+
+
+_PAGE_FAULTS_PER_ROUND = """
+import resource, sys, torch
+from dropviz.train.engine import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+def allocate_and_free():  # a training step's activations, in miniature
+    tensors = [torch.ones(2 << 20) for _ in range(16)]  # 16 x 8 MB, every page written
+    del tensors
+for _ in range(3):
+    allocate_and_free()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    allocate_and_free()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
+def test_freed_activations_are_reused_without_page_faults():
+    def faults(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_PER_ROUND, mode], capture_output=True, text=True,
+                             check=True)
+        return float(out.stdout)
+
+    pages = 128 * 2**20 / os.sysconf("SC_PAGE_SIZE")
+    # glibc hands the 128 MB back each round (above its largest automatic trim threshold, 64 MB) and faults
+    # them in again
+    assert faults("default") > pages / 2
+    assert faults("keep") < pages / 100
