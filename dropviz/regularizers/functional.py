@@ -92,49 +92,64 @@ def salience_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int, exact
     so the expected number of seeds is DropBlock's; probabilities are clipped to 1 (and a map that is all
     zero falls back to uniform).
     """
-    salience, per_unit, uniform, _, _ = _salience(x, drop_prob, block_size, exact_rate)
-    return torch.addcmul(uniform, salience, per_unit).clamp_(max=1.0)
-
-
-def _salience(x: torch.Tensor, drop_prob: float, block_size: int,
-              exact_rate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int], float]:
-    """``|x|`` at the valid block centres (float32), and per sample and channel the factor and the offset
-    that make the seed rate ``min(uniform + salience * per_unit, 1)``: ``gamma / mean`` and 0, or 0 and
-    ``gamma`` for an all-zero map; also the clipped block and DropBlock's rate gamma (the mean rate)."""
     check_rank(x, (4,), "(N, C, H, W)")
     block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
-    (kh, kw), (h, w) = block, tuple(x.shape[2:])
-    salience = x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
+    salience = _valid_salience(x, block)
     mean = salience.mean(dim=(2, 3), keepdim=True)
     all_zero = mean == 0
     per_unit = gamma / mean.masked_fill(all_zero, math.inf)  # 0 for an all-zero map
-    return salience, per_unit, all_zero * gamma, block, gamma
+    return torch.addcmul(all_zero * gamma, salience, per_unit).clamp_(max=1.0)
 
 
-def _salient_seeds(salience: torch.Tensor, per_unit: torch.Tensor, offset: torch.Tensor,
+def _valid_salience(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """``|x|`` (float32, detached) at the valid block centres, ``(N, C, H-k+1, W-k+1)`` in ``x``'s layout."""
+    (kh, kw), (h, w) = block, tuple(x.shape[2:])
+    return x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
+
+
+def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
                    generator: torch.Generator | None) -> np.ndarray:
-    """Sorted flat indices (into the valid grid) of seeds with ProbDropBlock's rates, drawn map by map by
-    thinning (:func:`_thin_maps`) at each map's own largest rate: a few candidates per map however salient
-    the most salient map is. Uniforms come from ``generator`` in one draw, the expected need and over 5 SDs
-    more (drawn again, twice as many, in the rare case that was not enough)."""
+    """Sorted flat indices (into the valid grid ``(N, C, H-k+1, W-k+1)``) of seeds with ProbDropBlock's rates
+    (:func:`salience_seed_rate`), drawn map by map by thinning (:func:`_thin_maps`) at each map's own largest
+    rate: a few candidates per seed however salient the most salient map is. Uniforms come from ``generator``
+    in one draw, the expected need and over 5 SDs more (drawn again, twice as many, in the rare case that was
+    not enough)."""
+    salience = _valid_salience(x, block)
     n, c, height, width = salience.shape
-    ceilings = (salience.amax(dim=(2, 3)) * per_unit.reshape(n, c) + offset.reshape(n, c)).clamp_(max=1.0)
-    ceilings = ceilings.reshape(-1).double()
+    offset, factor, ceilings = _map_rates(salience.sum(dim=(2, 3)).reshape(-1).numpy(),
+                                          salience.amax(dim=(2, 3)).reshape(-1).numpy(), height * width, gamma)
     # The logarithms are vectorised here rather than taken one by one in the loop (several times dearer there):
-    # 1 / log(1 - c) per map (0 for c = 1: every position a candidate), log(1 - u) for every uniform.
-    per_log_miss = torch.log1p(-ceilings).reciprocal_().nan_to_num_(posinf=0.0, neginf=0.0).numpy()
-    ceilings = ceilings.numpy()
-    expected = 2 * float(ceilings.sum()) * height * width + ceilings.size  # per candidate two uniforms, per map one
+    # the hazard -log(1 - c) per map (inf for c = 1: every position a candidate) and its reciprocal, log(1 - u)
+    # for every uniform.
+    with np.errstate(divide="ignore"):
+        hazards = -np.log1p(-ceilings)
+        per_hazard = np.reciprocal(hazards)
+    expected = 2 * float(ceilings.sum()) * height * width + 1  # two uniforms per candidate
     count = int(expected + 8 * math.sqrt(expected) + 64)  # the count's SD is under sqrt(2 * expected)
     strides = salience.stride()
     tables = (_blocks._storage(salience).numpy(), _within_map(height, width, *strides[2:]), strides[0], strides[1],
-              c, offset.reshape(-1).numpy(), per_unit.reshape(-1).numpy(), ceilings, per_log_miss)
+              c, offset, factor, ceilings, hazards, per_hazard)
     while True:
         uniforms = torch.rand(count, dtype=torch.float64, generator=generator)
         seeds, complete = _thin_maps(uniforms.numpy(), torch.log1p(-uniforms).numpy(), *tables)
         if complete:
             return seeds
         count *= 2
+
+
+@njit(cache=True, nogil=True)
+def _map_rates(sums, peaks, positions, gamma):
+    """Per map, from its salience sum and peak over ``positions`` valid positions: the seed rate
+    ``min(offset + salience * factor, 1)`` as ``offset`` and ``factor`` (0 and ``gamma / mean``, or ``gamma``
+    and 0 for an all-zero map), and its largest value, the map's ceiling."""
+    offset, factor, ceilings = np.zeros(sums.shape[0]), np.zeros(sums.shape[0]), np.empty(sums.shape[0])
+    for m in range(sums.shape[0]):
+        if sums[m] > 0.0:
+            factor[m] = gamma * positions / sums[m]
+        else:
+            offset[m] = gamma
+        ceilings[m] = min(offset[m] + peaks[m] * factor[m], 1.0)
+    return offset, factor, ceilings
 
 
 @lru_cache(maxsize=64)
@@ -145,15 +160,21 @@ def _within_map(height: int, width: int, row_stride: int, column_stride: int) ->
 
 @njit(cache=True, nogil=True)
 def _thin_maps(uniforms, log_complements, salience, within_map, sample_stride, channel_stride, channels, offset,
-               factor, ceilings, per_log_misses):
-    """Per map ``m`` of the valid grid ``(N, C, H', W')``: candidates at rate ``c = ceilings[m]`` (geometric
-    gaps ``1 + floor(log(1 - u) / log(1 - c))``), each kept with probability ``rate / c`` where
-    ``rate = min(offset[m] + salience * factor[m], 1)``: exactly independent Bernoulli(rate) seeds.
-    ``salience`` is read from its storage (``within_map``: a position's offset in a map), so channels-last
-    stays as it is. Returns the seeds and whether ``uniforms`` sufficed."""
+               factor, ceilings, hazards, per_hazard):
+    """Per map ``m`` of the valid grid ``(N, C, H', W')``: candidates at rate ``c = ceilings[m]``, each kept
+    with probability ``rate / c`` where ``rate = min(offset[m] + salience * factor[m], 1)``: exactly
+    independent Bernoulli(rate) seeds. ``salience`` is read from its storage (``within_map``: a position's
+    offset in a map), so channels-last stays as it is. Returns the seeds and whether ``uniforms`` sufficed.
+
+    The candidates are one walk through all maps: an exponential variate ``E = -log(1 - u)`` passes
+    ``floor(E / h)`` positions of hazard ``h = hazards[m] = -log(1 - c)`` before the next candidate (a
+    Geometric(c) gap), and what a map leaves unspent of it carries to the next map, exponential again by
+    memorylessness: no uniform is spent on a map's end."""
     per_map = within_map.shape[0]
     seeds = np.empty(uniforms.shape[0] // 2 + 1, np.int64)
-    n_seeds, used, sample, channel = 0, 0, 0, -1
+    if uniforms.shape[0] == 0:
+        return seeds[:0], False
+    exposure, used, n_seeds, sample, channel = -log_complements[0], 1, 0, 0, -1
     for m in range(ceilings.shape[0]):
         channel += 1
         if channel == channels:
@@ -161,21 +182,24 @@ def _thin_maps(uniforms, log_complements, salience, within_map, sample_stride, c
         ceiling = ceilings[m]
         if ceiling <= 0.0:
             continue
-        per_log_miss = per_log_misses[m]
+        hazard, per_hazard_m = hazards[m], per_hazard[m]
         map_storage = sample * sample_stride + channel * channel_stride
-        position = -1
-        while True:
+        position = 0
+        while position < per_map:
+            passed = exposure * per_hazard_m  # 0 for hazard inf (c = 1)
+            if passed >= per_map - position:  # no candidate in the rest of this map
+                exposure -= (per_map - position) * hazard
+                break
+            position += int(passed)
             if used + 2 > uniforms.shape[0]:
                 return seeds[:0], False
-            position += 1 + int(min(log_complements[used] * per_log_miss, per_map))
-            used += 1
-            if position >= per_map:
-                break
             rate = min(offset[m] + salience[map_storage + within_map[position]] * factor[m], 1.0)
             if uniforms[used] * ceiling < rate:
                 seeds[n_seeds] = m * per_map + position
                 n_seeds += 1
-            used += 1
+            exposure = -log_complements[used + 1]
+            used += 2
+            position += 1
     return seeds[:n_seeds], True
 
 
@@ -194,13 +218,13 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
     On the CPU, where the blocks cover little, the seeds are drawn by thinning map by map
     (:func:`_salient_seeds`): the rates are computed only at the candidates, never for the whole valid grid.
     Elsewhere the rates of the whole grid go to DropBlock's dense sampler."""
-    salience, per_unit, uniform, block, gamma = _salience(x, drop_prob, block_size, exact_rate)
+    check_rank(x, (4,), "(N, C, H, W)")
+    block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
     if _blocks.sparse_blocks_ok(x, gamma, block):
-        shape = (*salience.shape[:2], *x.shape[2:])
-        seeds = _salient_seeds(salience, per_unit, uniform, generator)
-        dropped, seed_map = _blocks.expand_seed_index(seeds, shape, block, x, with_seeds)
-        return _blocks.BlockDraw(shape, None, dropped, seed_map)
-    rates = torch.addcmul(uniform, salience, per_unit).clamp_(max=1.0)
+        seeds = _salient_seeds(x, block, gamma, generator)
+        dropped, seed_map = _blocks.expand_seed_index(seeds, tuple(x.shape), block, x, with_seeds)
+        return _blocks.BlockDraw(tuple(x.shape), None, dropped, seed_map)
+    rates = salience_seed_rate(x, drop_prob, block_size, exact_rate)
     return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds)
 
 

@@ -309,6 +309,26 @@ def test_probdropblock_sparse_seeds_follow_salience(drop_prob):
         assert abs(part.double().mean().item() - rate) <= 5 * math.sqrt(rate * (1 - rate) / n), (rate, n)
 
 
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_probdropblock_sparse_seeds_have_the_dense_rates_at_every_position(layout):
+    """The sparse sampler reads salience straight from the storage, inside the border a 3x3 block leaves:
+    every (channel, valid position) of one salience pattern, repeated over 20000 samples, is seeded at the
+    rate :func:`salience_seed_rate` gives (channel 2 all zero: the uniform fallback). 60 Binomial cells, each
+    within 4.5 SD (a false alarm about once in 2500 runs)."""
+    pattern = torch.linspace(-3.0, 3.0, 3 * 6 * 7).reshape(1, 3, 6, 7)[:, torch.tensor([2, 0, 1])] ** 3
+    pattern[0, 0, 2, 3] = 0.0
+    pattern[:, 2] = 0.0
+    x = pattern.expand(20000, -1, -1, -1).contiguous(memory_format=layout)
+    rates = F_.salience_seed_rate(pattern, 0.3, 3)[0]
+    assert rates.shape == (3, 4, 5) and rates.max() < 1 and (rates == 0).sum() == 1  # the pattern's zero
+    assert F_.draws_blocks_sparsely(x, 0.3, 3)
+    seeds = F_.prob_drop_block_draw(x, 0.3, 3, torch.Generator().manual_seed(5), with_seeds=True).seeds
+    frequency = seeds[:, :, 1:5, 1:6].double().mean(dim=0)  # the centres of the valid block positions
+    assert seeds.sum() == seeds[:, :, 1:5, 1:6].sum()  # no seed outside them
+    spread = (rates.double() * (1 - rates.double()) / 20000).sqrt().clamp_min(1e-12)
+    assert ((frequency - rates.double()).abs() <= 4.5 * spread).all()
+
 def test_disout_std_matches_torch_std():
     from dropviz.regularizers.disout import _std
 
