@@ -184,12 +184,12 @@ def _block_geometry(mask_shape: tuple[int, ...], strides: tuple[int, ...],
 def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage, seed_unit, block_storage,
                    block_unit, units, starts):
     """:func:`block_offsets`' one pass, into ``units`` and ``starts``; returns the number of units. The seeds
-    of one map come together (they are sorted), so a bitmap of that map's units, cleared between maps, tells
-    which units an earlier block already listed."""
+    of one map come together (they are sorted): a map's only seed lists its whole block; where a map has
+    several, a bitmap of its units, cleared between maps, tells which units an earlier block already listed."""
     per_map = seed_storage.shape[0]
     taken = np.zeros(block_unit[-1] + seed_unit[-1] + 1, np.bool_)  # every unit of a map
     touched = np.empty(taken.shape[0], np.int64)
-    n_units, n_touched, map_first, map_storage = 0, 0, 0, 0
+    n_units, n_touched, map_first, map_storage = 0, 0, -per_map, 0
     for i in range(seeds.shape[0]):
         if seeds[i] >= map_first + per_map:  # a new map: clear the bitmap where it was set
             for j in range(n_touched):
@@ -201,6 +201,12 @@ def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage,
         position = seeds[i] - map_first
         start = map_storage + seed_storage[position]
         starts[i] = start
+        alone = (i == 0 or seeds[i - 1] < map_first) and (i + 1 == seeds.shape[0] or seeds[i + 1] >= map_first + per_map)
+        if alone:
+            for j in range(block_storage.shape[0]):
+                units[n_units + j] = start + block_storage[j]
+            n_units += block_storage.shape[0]
+            continue
         for j in range(block_storage.shape[0]):
             unit = seed_unit[position] + block_unit[j]
             if not taken[unit]:

@@ -173,13 +173,16 @@ def test_3d_single_seed_block():
 def test_samplers_agree_on_the_same_seeds():
     x = torch.zeros(3, 5, 12, 10)
     valid = (12 - 4 + 1, 10 - 4 + 1)
-    seed_map = (torch.rand(3, 5, *valid, generator=torch.Generator().manual_seed(1)) < 0.1).float()
+    rate = torch.tensor([0.1, 0.02, 0.02]).view(3, 1, 1, 1)  # maps with several seeds, and with a lone seed
+    seed_map = (torch.rand(3, 5, *valid, generator=torch.Generator().manual_seed(1)) < rate).float()
+    per_map = seed_map.sum(dim=(2, 3))
+    assert (per_map == 1).any() and (per_map > 1).any()
     index = seed_map.flatten().nonzero().flatten()
     by_map, seeds_a = _blocks.expand_seed_map(seed_map, (4, 4), x, True)
     dropped, seeds_b = _blocks.expand_seed_index(index, (3, 5, 12, 10), (4, 4), x, True)
     by_index = _blocks.keep_mask(_blocks.BlockDraw(x.shape, None, dropped, None), x)
     assert torch.equal(by_map.float(), by_index) and torch.equal(seeds_a, seeds_b)
-    # every dropped unit is listed exactly once (blocks overlap here)
+    # every dropped unit is listed exactly once (blocks overlap in the maps with several seeds)
     assert torch.equal(dropped.sort().values, (by_index == 0).flatten().nonzero().flatten())
 
 
