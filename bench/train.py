@@ -4,14 +4,17 @@
     PYTHONPATH=. .venv/bin/python bench/train.py --device cuda         # bf16 autocast, channels-last
 
 Models take turns one training step at a time (forward, loss, backward, SGD update, drop-rate schedule step:
-what ``python -m dropviz.train`` does per step, with its memory settings), so a busy machine slows all alike; each model's figure is
-the median step time over ``--steps`` steps, and the overhead is ``median / median(none) - 1``.
+what ``python -m dropviz.train`` does per step, with its memory settings), so a busy machine slows all alike.
+Images/s come from each model's median step time; the overhead is the median over rounds of a step's time
+over ``none``'s in the same round, minus 1, with a distribution-free 95% confidence interval for that median
+(order statistics), so a reader can tell a difference from the machine's noise.
 Regularizers sit where :mod:`dropviz.models.placement` puts them, with their registry defaults.
 Goal: under 5% overhead on CPU for every method but DropCluster.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from contextlib import nullcontext
@@ -60,6 +63,19 @@ def timed(step, steps: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The median of ``values`` and a confidence interval for the population median that assumes nothing about
+    the distribution: order statistics ``k`` and ``n + 1 - k`` (1-based), the largest ``k`` with
+    ``P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2``; the whole range where ``n`` is too small for that."""
+    ordered, n = sorted(values), len(values)
+    below, k = 0.0, 0
+    while below + math.comb(n, k) / 2**n <= (1 - confidence) / 2:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    k = max(k, 1)
+    return statistics.median(ordered), ordered[k - 1], ordered[n - k]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -77,13 +93,14 @@ def main() -> None:
     for _ in range(args.steps):
         for name, step in steps.items():
             seconds[name].append(timed(step, 1, device))
-    base = statistics.median(seconds["none"])
     print(f"ResNet-20 training steps, batch {args.batch_size}, {device} ({torch.get_num_threads()} threads), "
-          f"median of {args.steps} steps each")
-    print(f"{'regularizer':<14} {'images/s':>9} {'overhead vs none':>17}")
+          f"{args.steps} rounds")
+    print(f"{'regularizer':<14} {'images/s':>9} {'overhead vs none':>17} {'95% interval':>18}")
     for name, times in seconds.items():
-        median = statistics.median(times)
-        print(f"{name:<14} {args.batch_size / median:>9.0f} {median / base - 1:>+16.1%}")
+        ratios = [own / plain for own, plain in zip(times, seconds["none"])]  # round by round
+        overhead, low, high = (r - 1 for r in median_interval(ratios))
+        print(f"{name:<14} {args.batch_size / statistics.median(times):>9.0f} {overhead:>+16.1%} "
+              f"{low:>+8.1%} to {high:>+6.1%}")
 
 
 if __name__ == "__main__":
