@@ -201,8 +201,9 @@ def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage,
         position = seeds[i] - map_first
         start = map_storage + seed_storage[position]
         starts[i] = start
-        alone = (i == 0 or seeds[i - 1] < map_first) and (i + 1 == seeds.shape[0] or seeds[i + 1] >= map_first + per_map)
-        if alone:
+        first_in_map = i == 0 or seeds[i - 1] < map_first
+        last_in_map = i + 1 == seeds.shape[0] or seeds[i + 1] >= map_first + per_map
+        if first_in_map and last_in_map:  # alone in its map: no overlap to check
             for j in range(block_storage.shape[0]):
                 units[n_units + j] = start + block_storage[j]
             n_units += block_storage.shape[0]
