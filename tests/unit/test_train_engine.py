@@ -107,12 +107,11 @@ def test_torchrun_two_processes_make_one_run(tmp_path):
 
 
 _PAGE_FAULTS_PER_ROUND = """
-import resource, sys, torch
+import resource, torch
 from dropviz.train.engine import keep_freed_memory
-if sys.argv[1] == "keep":
-    keep_freed_memory()
+assert keep_freed_memory()
 def allocate_and_free():  # a training step's activations, in miniature
-    tensors = [torch.ones(2 << 20) for _ in range(16)]  # 16 x 8 MB, every page written
+    tensors = [torch.ones(2 << 20) for _ in range(16)] + [torch.ones(16 << 20) for _ in range(2)]  # 16 x 8, 2 x 64 MB
     del tensors
 for _ in range(3):
     allocate_and_free()
@@ -125,13 +124,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
 def test_freed_activations_are_reused_without_page_faults():
-    def faults(mode: str) -> float:
-        out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_PER_ROUND, mode], capture_output=True, text=True,
-                             check=True)
-        return float(out.stdout)
-
-    pages = 128 * 2**20 / os.sysconf("SC_PAGE_SIZE")
-    # glibc hands the 128 MB back each round (above its largest automatic trim threshold, 64 MB) and faults
-    # them in again
-    assert faults("default") > pages / 2
-    assert faults("keep") < pages / 100
+    # Without the settings glibc often hands such memory back and faults it in again on the next round (whether
+    # it does depends on what else sits on the heap; ResNet-20 training steps took 3800-9000 faults each here).
+    out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_PER_ROUND], capture_output=True, text=True, check=True)
+    pages = 256 * 2**20 / os.sysconf("SC_PAGE_SIZE")
+    assert float(out.stdout) < pages / 100
