@@ -194,9 +194,8 @@ def _thin_maps(uniforms, log_complements, salience, within_map, sample_stride, c
             if used + 2 > uniforms.shape[0]:
                 return seeds[:0], False
             rate = min(offset[m] + salience[map_storage + within_map[position]] * factor[m], 1.0)
-            if uniforms[used] * ceiling < rate:
-                seeds[n_seeds] = m * per_map + position
-                n_seeds += 1
+            seeds[n_seeds] = m * per_map + position  # written always, kept if accepted: no branch to mispredict
+            n_seeds += uniforms[used] * ceiling < rate
             exposure = -log_complements[used + 1]
             used += 2
             position += 1
