@@ -329,6 +329,22 @@ def test_probdropblock_sparse_seeds_have_the_dense_rates_at_every_position(layou
     spread = (rates.double() * (1 - rates.double()) / 20000).sqrt().clamp_min(1e-12)
     assert ((frequency - rates.double()).abs() <= 4.5 * spread).all()
 
+
+def test_probdropblock_sparse_seeds_where_a_rate_clips_to_one():
+    """One unit per map 1000x as salient as the rest: its rate clips to 1, so the map's candidate rate is 1
+    (every position a candidate, an infinite hazard in the walk). That unit is a seed in every map; the others
+    keep their rate (each of 62 Binomial cells of 20000 maps within 4.5 SD)."""
+    x = torch.ones(20000, 2, 4, 8)
+    x[:, :, 1, 2] = 1000.0
+    rates = F_.salience_seed_rate(x[:1], 0.3, 1)[0].double()
+    assert rates[:, 1, 2].eq(1).all() and rates.max() == 1 and rates.min() < 0.01
+    seeds = F_.prob_drop_block_draw(x, 0.3, 1, torch.Generator().manual_seed(0), with_seeds=True).seeds
+    frequency = seeds.double().mean(dim=0)
+    assert frequency[:, 1, 2].eq(1).all()
+    spread = (rates * (1 - rates) / 20000).sqrt()
+    others = rates < 1
+    assert ((frequency - rates).abs()[others] <= 4.5 * spread[others]).all()
+
 def test_disout_std_matches_torch_std():
     from dropviz.regularizers.disout import _std
 
