@@ -345,6 +345,24 @@ def test_probdropblock_sparse_seeds_where_a_rate_clips_to_one():
     others = rates < 1
     assert ((frequency - rates).abs()[others] <= 4.5 * spread[others]).all()
 
+
+def test_probdropblock_draws_again_when_the_uniforms_run_out(monkeypatch):
+    """The uniforms are sized to the expected need and 5 SDs more; when a walk still runs out, it says so and
+    the sampler draws again with twice as many."""
+    sizes, thin = [], F_._thin_maps
+
+    def short_first(uniforms, log_complements, *tables):
+        sizes.append(uniforms.shape[0])
+        if len(sizes) == 1:
+            seeds, complete = thin(uniforms[:3], log_complements[:3], *tables)
+            assert not complete and seeds.size == 0
+            return seeds, complete
+        return thin(uniforms, log_complements, *tables)
+
+    monkeypatch.setattr(F_, "_thin_maps", short_first)
+    draw = F_.prob_drop_block_draw(torch.ones(200, 4, 8, 8), 0.1, 3, torch.Generator().manual_seed(0))
+    assert sizes[1:] == [2 * sizes[0]] and draw.dropped.numel() > 0
+
 def test_disout_std_matches_torch_std():
     from dropviz.regularizers.disout import _std
 
