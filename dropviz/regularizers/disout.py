@@ -3,6 +3,7 @@ Deep Neural Networks", AAAI 2020)."""
 from __future__ import annotations
 
 import torch
+from numba import njit
 
 from . import _blocks
 from . import functional as F_
@@ -25,6 +26,22 @@ def _std(x: torch.Tensor) -> torch.Tensor:
     if n < 2 or mean * mean > 1e3 * (mean_square - mean * mean):
         return flat.std()
     return ((mean_square - mean * mean) * n / (n - 1)).sqrt().float()
+
+
+@njit(cache=True, nogil=True)
+def _scale_by_channel(values, offsets, sigma, channel_stride, channels):
+    """``values[i] *= sigma[c]`` for ``c = (offsets[i] // channel_stride) % channels``, the channel of the unit at
+    that storage offset: with a shift and a mask where both are powers of two (as in every model here), since
+    an integer division costs as much as the rest of the loop several times over."""
+    if channel_stride & (channel_stride - 1) == 0 and channels & (channels - 1) == 0:
+        shift = 0
+        while (1 << shift) < channel_stride:
+            shift += 1
+        for i in range(values.shape[0]):
+            values[i] *= sigma[(offsets[i] >> shift) & (channels - 1)]
+    else:
+        for i in range(values.shape[0]):
+            values[i] *= sigma[(offsets[i] // channel_stride) % channels]
 
 
 class Disout(Regularizer):
@@ -94,10 +111,13 @@ class Disout(Regularizer):
     def _distort_units(x, draw, sigma, generator) -> SparseDrop:
         """A sparse draw's distortion: noise only at the dropped units (each listed once)."""
         values = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
-        if sigma.numel() > 1:
-            values *= sigma[(draw.dropped // _blocks.mask_strides(x.shape, x)[1]) % x.shape[1]]
-        else:
+        channel_stride = _blocks.mask_strides(x.shape, x)[1]
+        if sigma.numel() == 1:
             values *= sigma.item()
+        elif values.device.type == "cpu":
+            _scale_by_channel(values.numpy(), draw.dropped.numpy(), sigma.numpy(), channel_stride, x.shape[1])
+        else:
+            values *= sigma[(draw.dropped // channel_stride) % x.shape[1]]
         return SparseDrop(draw.dropped, values.to(x.dtype), _blocks.sparse_scale(draw))
 
     def has_sparse_draw(self, x: torch.Tensor) -> bool:

@@ -80,6 +80,26 @@ def test_disout_weight_behind_3x3_conv_random_sign_mean():
     assert torch.equal(module.distortion_std(x, g()), module.distortion_std(x, g()))
 
 
+@pytest.mark.parametrize("shape", [(4, 8, 16, 16), (3, 5, 7, 7), (2, 6, 8, 8)])  # strides and channel counts
+@pytest.mark.parametrize("channels_last", [False, True])                          # powers of two or not
+def test_disout_scales_each_distorted_unit_by_its_own_channels_std(shape, channels_last):
+    """With a conv behind, each channel has its own distortion SD: a unit listed by a sparse draw gets its
+    channel's, the channel read off a map of channel numbers in the same memory format."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = randn(*shape).contiguous(memory_format=layout)
+    module = Disout(0.1, 3).train()
+    module.weight_behind = randn(7, shape[1], 3, 3, seed=1)
+    sigma = module.distortion_std(x, torch.Generator().manual_seed(2))
+    assert sigma.unique().numel() == shape[1]
+    draw = F_.drop_block_draw(x, 0.1, 3, generator=torch.Generator().manual_seed(3), sampler="sparse")
+    drop = module._distort_units(x, draw, sigma, torch.Generator().manual_seed(4))
+    channel_map = torch.arange(shape[1]).view(1, -1, 1, 1).expand(shape).contiguous(memory_format=layout)
+    channels = _blocks._storage(channel_map)[draw.dropped.long()]
+    noise = torch.randn(draw.dropped.shape, generator=torch.Generator().manual_seed(4))
+    assert channels.unique().numel() == shape[1]
+    assert torch.equal(drop.values, noise * sigma[channels])
+
+
 def test_disout_rejects_a_mismatched_weight_behind():
     module = Disout(0.1, 3)
     module.weight_behind = torch.zeros(4, 7, 3, 3)
