@@ -11,7 +11,8 @@ droppath           on every residual branch, rate rising linearly with depth ``p
 dropblock,         after both convs of every block of the last two stages and on projection
 probdropblock      shortcuts; ``p / 4`` in the second-to-last stage, ``p`` in the last (Ghiasi et al.
                    2018 put it in ResNet-50 groups 3 and 4 with these rates)
-disout             after both convs of every block of the last stage (Tang et al. 2020, CIFAR ResNets)
+disout             after both convs of every block of the last stage (Tang et al. 2020, CIFAR ResNets),
+                   each fed the conv its output goes to (its distortion scales with that weight)
 dropcluster        after the stem conv (Chen et al. 2020 drop clusters of correlated early features), or
                    after the stage ``dropcluster_after`` names (``stage1``, ...: a feature-layer name);
                    its clusters are fitted on the activations of the layer it sits after
@@ -23,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from dropviz.regularizers import REGISTRY, MultiSampleDropout, Regularizer
+from dropviz.regularizers import REGISTRY, Disout, MultiSampleDropout, Regularizer
 
 from .resnet import ResNet, ShortcutA
 
@@ -86,7 +87,22 @@ def insert_regularizer(model: ResNet, name: str, params: dict[str, Any] | None =
                 block.drop_mid, block.drop_residual = make(rate), make(rate)
                 if block.downsample is not None and not isinstance(block.downsample, ShortcutA):
                     block.downsample.append(make(rate))  # projection shortcut, as Ghiasi et al. do
+        if name == "disout":
+            _connect_convs_behind(blocks)
     return model
+
+
+def _connect_convs_behind(blocks: list[nn.Module]) -> None:
+    """Give every Disout the conv its output feeds (its distortion scales with that conv's weight, as in Tang
+    et al.'s ResNets): after the first conv, the block's second; on the residual branch and the shortcut, the
+    next block's first; none after the last block (the classifier is no conv: the 0.01 fallback)."""
+    for block, following in zip(blocks, [*blocks[1:], None]):
+        next_conv = None if following is None else following.conv1
+        shortcut = [] if block.downsample is None else list(block.downsample.children())
+        for place, conv in [(block.drop_mid, block.conv2), (block.drop_residual, next_conv),
+                            *((module, next_conv) for module in shortcut)]:
+            if isinstance(place, Disout):
+                place.feeds(conv)
 
 
 def regularizers(model: nn.Module) -> list[nn.Module]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from numba import njit
+from torch import nn
 
 from . import _blocks
 from . import functional as F_
@@ -52,7 +53,8 @@ class Disout(Regularizer):
       the expected distorted fraction; our geometry keeps even-``k`` blocks inside the map (the official
       code is off by one there) and our exact seed rate (``exact_rate=False``: the paper's formula).
     - Distortion: ``alpha * w * std(x) * N(0, 1)`` with ``std`` over the whole tensor (unbiased, detached).
-      ``w`` comes from ``weight_behind``, the weight of the following conv when attached: max over output
+      ``w`` comes from the weight of the conv the output feeds (``weight_behind``, or the conv named with
+      :meth:`feeds`, as the official code attaches the next conv's weight in its ResNets): max over output
       filters, a random sign per weight, mean over the kernel (one ``w`` per input channel), x0.1 for 1x1
       convs; 0.01 when nothing is attached.
     - Output ``(x * mask + distortion * (1 - mask)) / kept_fraction``; the gradient is ``mask / kept_fraction``.
@@ -67,12 +69,22 @@ class Disout(Regularizer):
         self.alpha = check_nonnegative(alpha, "alpha")
         self.exact_rate = bool(exact_rate)
         self.weight_behind: torch.Tensor | None = None
+        self.feeds(None)
+
+    def feeds(self, conv: nn.Conv2d | None) -> None:
+        """Name the conv this module's output feeds; its weight, read afresh at every call, then serves as
+        ``weight_behind`` (one assigned there comes first). Read afresh, it follows the optimizer's updates and
+        any move of the model, as the official code's re-reading of the weight at every training step does.
+        Kept outside the submodules: the conv stays the model's, and no parameter or state-dict key is added."""
+        self.__dict__["_conv_behind"] = conv
 
     def distortion_std(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Standard deviation of the distortion, float32: per channel ``(C,)`` with ``weight_behind``, else
         one value ``(1,)``."""
         std = _std(x.detach())
         weight = self.weight_behind
+        if weight is None and self._conv_behind is not None:
+            weight = self._conv_behind.weight
         if weight is None or weight.numel() == 0:
             return (self.alpha * 0.01 * std).reshape(1)
         weight = weight.detach().float()

@@ -139,6 +139,51 @@ def test_disout_sits_only_in_the_last_stage():
     assert counts == [0, 0, 6]
 
 
+def _distortion_std(disout, x, seed=0):
+    return disout.distortion_std(x, torch.Generator().manual_seed(seed))
+
+
+def test_disout_distortion_follows_the_weight_of_the_conv_its_output_feeds():
+    """As in Tang et al.'s ResNets: after the first conv the block's second conv, on the residual branch the
+    next block's first, none after the last block (0.01 fallback). The weight is read at each call, so it
+    follows the optimizer and a move of the model to channels-last."""
+    plain = build_model("resnet20")
+    model = build_model("resnet20", regularizer="disout", params={"alpha": 2.0})
+    model.load_state_dict(plain.state_dict())  # no state-dict key added
+    blocks = list(model.stages.stage3)
+    x = torch.randn(2, 64, 8, 8)
+    for block, conv in [(blocks[0], blocks[0].conv2), (blocks[2], blocks[2].conv2)]:
+        reference = REGISTRY["disout"].cls(alpha=2.0)
+        reference.weight_behind = conv.weight.detach().clone()
+        assert torch.equal(_distortion_std(block.drop_mid, x), _distortion_std(reference, x))
+    fed = [(blocks[0].drop_residual, blocks[1].conv1), (blocks[1].drop_residual, blocks[2].conv1)]
+    for disout, conv in fed:
+        assert _distortion_std(disout, x).shape == (64,)
+        before = _distortion_std(disout, x)
+        with torch.no_grad():
+            conv.weight.mul_(3.0)  # an optimizer step writes in place
+        assert torch.allclose(_distortion_std(disout, x), 3 * before)
+    last = _distortion_std(blocks[2].drop_residual, x)
+    assert torch.allclose(last, 2.0 * 0.01 * x.std().reshape(1))
+    model.to(memory_format=torch.channels_last)  # replaces the weights' storage
+    with torch.no_grad():
+        blocks[1].conv1.weight.zero_()
+    assert torch.equal(_distortion_std(blocks[0].drop_residual, x), torch.zeros(64))
+
+
+def test_disout_on_a_projection_shortcut_feeds_the_next_blocks_first_conv():
+    import copy
+    model = copy.deepcopy(build_model("resnet18", regularizer="disout"))  # a copy refers to its own convs
+    first, second = model.stages.stage4
+    shortcut_disout = first.downsample[-1]
+    x = torch.randn(2, 512, 4, 4)
+    with torch.no_grad():
+        second.conv1.weight.zero_()
+    assert torch.equal(_distortion_std(shortcut_disout, x), torch.zeros(512))
+    assert torch.equal(_distortion_std(first.drop_residual, x), torch.zeros(512))
+    assert _distortion_std(first.drop_mid, x).abs().min() > 0
+
+
 def test_multisample_dropout_wraps_the_head_and_gives_the_training_loss():
     model = build_model("resnet20", regularizer="multisample", params={"drop_prob": 0.5, "n_samples": 4})
     assert isinstance(model.head, MultiSampleDropout) and model.head.n_samples == 4
