@@ -108,7 +108,8 @@ REGISTRY: dict[str, MethodSpec] = {
             params=(Param("drop_prob", "dist_prob", float, 0.1, 0.0, 0.95, 0.01,
                           "Expected fraction of units distorted."),
                     BLOCK_SIZE,
-                    Param("alpha", "alpha", float, 1.0, 0.0, 10.0, 0.1, "Intensity of the distortion.")),
+                    Param("alpha", "alpha", float, 5.0, 0.0, 10.0, 0.1,
+                          "Intensity of the distortion (5 in the official CIFAR training script).")),
         ),
         MethodSpec(
             name="dropcluster",
