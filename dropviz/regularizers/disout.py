@@ -13,11 +13,10 @@ from .base import Regularizer, SparseDrop
 
 
 def _in_storage_order(x: torch.Tensor) -> torch.Tensor | None:
-    """A channels-last 4-D ``x`` (and not also contiguous) as the (N, H, W, C) view its storage order is, else
-    None. Reductions over the first dimension or the whole tensor run several times faster on that view."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return x.permute(0, 2, 3, 1)
-    return None
+    """A channels-last 4-D ``x`` (by :func:`~dropviz.regularizers._blocks.memory_format`) as the (N, H, W, C)
+    view its storage order is, else None. Reductions over the first dimension or the whole tensor run several
+    times faster on that view."""
+    return x.permute(0, 2, 3, 1) if _blocks.memory_format(x) == torch.channels_last else None
 
 
 def _std(x: torch.Tensor) -> torch.Tensor:
@@ -131,13 +130,14 @@ class Disout(Regularizer):
     def _distort_units(x, draw, sigma, generator) -> SparseDrop:
         """A sparse draw's distortion: noise only at the dropped units (each listed once)."""
         values = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
-        channel_stride = _blocks.mask_strides(x.shape, x)[1]
         if sigma.numel() == 1:
             values *= sigma.item()
-        elif values.device.type == "cpu":
-            _scale_by_channel(values.numpy(), draw.dropped.numpy(), sigma.numpy(), channel_stride, x.shape[1])
         else:
-            values *= sigma[(draw.dropped // channel_stride) % x.shape[1]]
+            channel_stride = _blocks.mask_strides(x.shape, x)[1]
+            if values.device.type == "cpu":
+                _scale_by_channel(values.numpy(), draw.dropped.numpy(), sigma.numpy(), channel_stride, x.shape[1])
+            else:
+                values *= sigma[(draw.dropped // channel_stride) % x.shape[1]]
         return SparseDrop(draw.dropped, values.to(x.dtype), _blocks.sparse_scale(draw))
 
     def has_sparse_draw(self, x: torch.Tensor) -> bool:
