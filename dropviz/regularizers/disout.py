@@ -2,6 +2,8 @@
 Deep Neural Networks", AAAI 2020)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from numba import njit
 from torch import nn
@@ -19,20 +21,21 @@ def _in_storage_order(x: torch.Tensor) -> torch.Tensor | None:
     return x.permute(0, 2, 3, 1) if _blocks.memory_format(x) == torch.channels_last else None
 
 
-def _std(x: torch.Tensor) -> torch.Tensor:
+def _std(x: torch.Tensor) -> torch.Tensor | float:
     """Unbiased standard deviation of all of ``x`` from a sum and a dot product: two fast passes, far cheaper
-    on CPU than Welford's ``torch.std``; falls back to it when the mean dominates and the difference of
-    moments would lose precision."""
+    on CPU than Welford's ``torch.std``, finished in Python floats (a handful of scalar tensor ops cost more
+    than the passes on small inputs); falls back to ``torch.std`` when the mean dominates and the difference of
+    moments would lose precision. A float, or under ``torch.compile`` a 0-dim tensor."""
     nhwc = _in_storage_order(x)  # the same values, so the reshape below stays a view
     flat = (x if nhwc is None else nhwc).reshape(-1).float()
     n = flat.numel()
     if torch.compiler.is_compiling():  # no data-dependent branch in a graph; the compiler fuses std well
         return flat.std()
-    mean = flat.sum().double() / n  # float32 cascade summation; float64 would copy the tensor
-    mean_square = torch.dot(flat, flat).double() / n
+    mean = flat.sum().item() / n  # float32 cascade summation; float64 would copy the tensor
+    mean_square = torch.dot(flat, flat).item() / n
     if n < 2 or mean * mean > 1e3 * (mean_square - mean * mean):
-        return flat.std()
-    return ((mean_square - mean * mean) * n / (n - 1)).sqrt().float()
+        return flat.std().item()
+    return math.sqrt((mean_square - mean * mean) * n / (n - 1))
 
 
 @njit(cache=True, nogil=True)
@@ -92,18 +95,17 @@ class Disout(Regularizer):
         if weight is None and self._conv_behind is not None:
             weight = self._conv_behind.weight
         if weight is None or weight.numel() == 0:
-            return (self.alpha * 0.01 * std).reshape(1)
+            return (self.alpha * 0.01 * std) * torch.ones(1, device=x.device)
         weight = weight.detach().float()
         if weight.dim() != 4 or weight.shape[1] != x.shape[1]:
             raise ValueError(f"weight_behind must be a conv weight (out, {x.shape[1]}, kh, kw), "
                              f"got shape {tuple(weight.shape)}")
         in_storage_order = _in_storage_order(weight)  # a channels-last model's: 50x faster for 512 channels
         strongest = weight.amax(dim=0) if in_storage_order is None else in_storage_order.amax(dim=0).permute(2, 0, 1)
-        sign = torch.empty(strongest.shape, device=strongest.device).bernoulli_(0.5, generator=generator) * 2 - 1
-        w = (strongest * sign).mean(dim=(1, 2))
-        if weight.shape[2:] == (1, 1):
-            w = 0.1 * w
-        return self.alpha * w.to(x.device) * std
+        sign = torch.empty(strongest.shape, device=strongest.device).bernoulli_(0.5, generator=generator)
+        signed = sign.mul_(2).sub_(1).mul_(strongest)
+        per_filter = 0.1 if weight.shape[2:] == (1, 1) else 1.0  # the official code's factor for 1x1 convs
+        return signed.mean(dim=(1, 2)).to(x.device).mul_(self.alpha * per_filter * std)
 
     def stages(self, x, generator, explain):
         check_rank(x, (4,), "(N, C, H, W)")
