@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from numba import njit
 from torch import nn
@@ -54,6 +55,28 @@ def _scale_by_channel(values, offsets, sigma, channel_stride, channels):
             values[i] *= sigma[(offsets[i] // channel_stride) % channels]
 
 
+@njit(cache=True, nogil=True)
+def _signed_mean_of_strongest(filters, channels_last, sign, factor):
+    """Disout's per-channel factor ``factor * mean_kernel(+-max_o weight[o, c, i, j])`` from the conv weight as
+    stored, ``filters`` (out, in, kh, kw), or (out, kh, kw, in) for ``channels_last``, and ``sign`` (in, kh, kw),
+    1 for +. The max over filters runs along the storage; each channel's terms are summed in (i, j) order
+    in either layout, so both give the same float32 result."""
+    flat = filters.reshape(filters.shape[0], -1)
+    strongest = flat[0].copy()
+    for o in range(1, flat.shape[0]):
+        for k in range(flat.shape[1]):
+            strongest[k] = max(strongest[k], flat[o, k])
+    channels, kernel = sign.shape[0], sign.shape[1] * sign.shape[2]
+    flat_sign = sign.reshape(-1)
+    total = np.zeros(channels, np.float32)
+    for k in range(strongest.shape[0]):
+        channel = k % channels if channels_last else k // kernel
+        position = k // channels if channels_last else k % kernel
+        term = strongest[k]
+        total[channel] += term if flat_sign[channel * kernel + position] > 0.5 else -term
+    return total * np.float32(factor / kernel)
+
+
 class Disout(Regularizer):
     """Disout (Tang et al., AAAI 2020, following the official code): DropBlock's mask, but dropped units
     are *distorted* instead of zeroed.
@@ -100,12 +123,18 @@ class Disout(Regularizer):
         if weight.dim() != 4 or weight.shape[1] != x.shape[1]:
             raise ValueError(f"weight_behind must be a conv weight (out, {x.shape[1]}, kh, kw), "
                              f"got shape {tuple(weight.shape)}")
-        in_storage_order = _in_storage_order(weight)  # a channels-last model's: 50x faster for 512 channels
-        strongest = weight.amax(dim=0) if in_storage_order is None else in_storage_order.amax(dim=0).permute(2, 0, 1)
-        sign = torch.empty(strongest.shape, device=strongest.device).bernoulli_(0.5, generator=generator)
-        signed = sign.mul_(2).sub_(1).mul_(strongest)
+        sign = torch.empty((weight.shape[1], *weight.shape[2:]), device=weight.device)
+        sign.bernoulli_(0.5, generator=generator)  # 1 for +, 0 for -; drawn in (in, kh, kw) order in any layout
         per_filter = 0.1 if weight.shape[2:] == (1, 1) else 1.0  # the official code's factor for 1x1 convs
-        return signed.mean(dim=(1, 2)).to(x.device).mul_(self.alpha * per_filter * std)
+        factor = self.alpha * per_filter * std
+        in_storage_order = _in_storage_order(weight)  # a channels-last model's: 50x faster for 512 channels
+        if _blocks.sparse_ok(weight) and (in_storage_order is not None or weight.is_contiguous()):
+            # One compiled pass: inside a training step the half-dozen small tensor ops cost several times more.
+            filters = weight if in_storage_order is None else in_storage_order
+            w = _signed_mean_of_strongest(filters.numpy(), in_storage_order is not None, sign.numpy(), factor)
+            return torch.from_numpy(w).to(x.device)
+        strongest = weight.amax(dim=0) if in_storage_order is None else in_storage_order.amax(dim=0).permute(2, 0, 1)
+        return sign.mul_(2).sub_(1).mul_(strongest).mean(dim=(1, 2)).to(x.device).mul_(factor)
 
     def stages(self, x, generator, explain):
         check_rank(x, (4,), "(N, C, H, W)")

@@ -113,6 +113,21 @@ def test_disout_distortion_std_is_the_same_for_a_channels_last_weight(kernel):
     torch.testing.assert_close(stds[0], stds[1], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_disout_compiled_weight_factor_matches_the_tensor_ops(monkeypatch, kernel, layout):
+    """On the CPU the per-channel factor is one compiled pass; the tensor ops (used on GPUs and under
+    torch.compile) give the same values from the same signs."""
+    x = randn(3, 6, 8, 8)
+    module = Disout(0.1, 3, alpha=2.5)
+    module.weight_behind = randn(5, 6, kernel, kernel, seed=1).contiguous(memory_format=layout)
+    compiled = module.distortion_std(x, torch.Generator().manual_seed(2))
+    monkeypatch.setattr(_blocks, "sparse_ok", lambda tensor: False)
+    tensor_ops = module.distortion_std(x, torch.Generator().manual_seed(2))
+    assert compiled.shape == tensor_ops.shape == (6,) and compiled.dtype == tensor_ops.dtype == torch.float32
+    torch.testing.assert_close(compiled, tensor_ops, rtol=1e-5, atol=1e-7)
+
+
 def test_disout_rejects_a_mismatched_weight_behind():
     module = Disout(0.1, 3)
     module.weight_behind = torch.zeros(4, 7, 3, 3)
