@@ -123,7 +123,8 @@ def bernoulli_positions(total: int, gamma: float, generator: torch.Generator | N
     last, parts = -1, []
     while last < total:
         uniforms = torch.rand(chunk, dtype=torch.float64, device=device, generator=generator).cpu().numpy()
-        positions, last = _geometric_walk(np.log1p(-uniforms), per_log_miss, last, total)
+        log_complements = np.log1p(np.negative(uniforms, out=uniforms), out=uniforms)  # in place: no temporaries
+        positions, last = _geometric_walk(log_complements, per_log_miss, last, total)
         parts.append(positions)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -141,19 +142,34 @@ def _geometric_walk(log_complements, per_log_miss, last, total):
     return positions, last
 
 
-def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], strides: tuple[int, ...],
+def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], layout: torch.memory_format,
                   block: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Storage offsets of every dropped unit, each once, and of each block's first unit.
+    """Storage offsets of every dropped unit of a mask of ``mask_shape`` in memory format ``layout``, each once,
+    and of each block's first unit.
 
-    ``seeds`` are sorted flat indices of block starts on the valid grid ``(N, C, *valid)``. Where blocks
-    overlap, a unit is listed only under the first block (in seed order) that covers it.
+    ``seeds`` are sorted flat indices (int64) of block starts on the valid grid ``(N, C, *valid)``. Where
+    blocks overlap, a unit is listed only under the first block (in seed order) that covers it.
     """
-    geometry = _block_geometry(tuple(mask_shape), tuple(strides), tuple(block))
-    seeds = np.asarray(seeds, dtype=np.int64)
-    units = np.empty(seeds.shape[0] * math.prod(block), offset_dtype(math.prod(mask_shape)))
+    plan = _offsets_plan(tuple(mask_shape), layout, tuple(block))
+    units = np.empty(seeds.shape[0] * plan.units_per_block, plan.offset_dtype)
     starts = np.empty(seeds.shape[0], np.int64)
-    n_units = _union_offsets(seeds, mask_shape[1], strides[0], strides[1], *geometry, units, starts)
+    n_units = _union_offsets(seeds, mask_shape[1], plan.strides[0], plan.strides[1], *plan.geometry, units, starts)
     return units[:n_units], starts
+
+
+class _OffsetsPlan(NamedTuple):
+    strides: tuple[int, ...]
+    geometry: tuple[np.ndarray, ...]
+    units_per_block: int
+    offset_dtype: type
+
+
+@lru_cache(maxsize=256)
+def _offsets_plan(mask_shape: tuple[int, ...], layout: torch.memory_format, block: tuple[int, ...]) -> _OffsetsPlan:
+    """What :func:`block_offsets` needs of a mask's shape and layout, found once (it runs on every draw)."""
+    strides = _strides(mask_shape, layout)
+    return _OffsetsPlan(strides, _block_geometry(mask_shape, strides, block), math.prod(block),
+                        offset_dtype(math.prod(mask_shape)))
 
 
 def offset_dtype(numel: int) -> type:
@@ -161,10 +177,9 @@ def offset_dtype(numel: int) -> type:
     return np.int32 if numel <= np.iinfo(np.int32).max else np.int64
 
 
-@lru_cache(maxsize=256)
 def _block_geometry(mask_shape: tuple[int, ...], strides: tuple[int, ...],
                     block: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Per-shape tables of :func:`_union_offsets` (cached: it runs on every draw). For each valid-grid
+    """Per-shape tables of :func:`_union_offsets`. For each valid-grid
     position of one map: the storage offset of the block it starts and its first unit's index within the map;
     for each unit of a block: its storage offset and map index relative to the block's first unit."""
     spatial = mask_shape[2:]
@@ -261,9 +276,15 @@ def sparse_ok(x: torch.Tensor) -> bool:
 
 
 def sparse_blocks_ok(x: torch.Tensor, gamma: float, block: tuple[int, ...]) -> bool:
-    """Whether block seeds of rate ``gamma`` are drawn sparsely ("auto"): :func:`sparse_ok`, and the blocks
-    cover at most SPARSE_MAX_COVERAGE (the sparse sampler's cost grows with the units they list)."""
-    return sparse_ok(x) and gamma * math.prod(block) <= SPARSE_MAX_COVERAGE
+    """Whether block seeds of rate ``gamma`` are drawn sparsely ("auto"): :func:`sparse_ok`, and
+    :func:`blocks_cover_little`."""
+    return sparse_ok(x) and blocks_cover_little(gamma, block)
+
+
+def blocks_cover_little(gamma: float, block: tuple[int, ...]) -> bool:
+    """Whether blocks seeded at rate ``gamma`` cover at most SPARSE_MAX_COVERAGE (the sparse sampler's cost
+    grows with the units they list)."""
+    return gamma * math.prod(block) <= SPARSE_MAX_COVERAGE
 
 
 def sparse_units_ok(x: torch.Tensor, rate: float) -> bool:
@@ -361,13 +382,12 @@ def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tup
     """Storage offsets of the dropped units (each once) of a mask of ``mask_shape`` in ``x``'s memory
     format, from the sorted flat indices of block starts on the valid grid (N, C, *valid); and, if asked,
     the seed-centre map."""
-    strides = mask_strides(mask_shape, x)
-    units, starts = block_offsets(np.asarray(seeds, dtype=np.int64), mask_shape, strides, block)
+    units, starts = block_offsets(np.asarray(seeds, dtype=np.int64), mask_shape, memory_format(x), block)
     dropped = torch.from_numpy(units).to(x.device)
     if not with_seeds:
         return dropped, None
     seed_map = _filled(mask_shape, x, 0.0)
-    centre = sum((k // 2) * stride for k, stride in zip(block, strides[2:]))
+    centre = sum((k // 2) * stride for k, stride in zip(block, mask_strides(mask_shape, x)[2:]))
     _storage(seed_map).index_fill_(0, torch.from_numpy(starts + centre).to(x.device), 1.0)
     return dropped, seed_map
 

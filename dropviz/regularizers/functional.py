@@ -73,7 +73,11 @@ def drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int, share_ch
 def block_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int,
                     exact_rate: bool = True) -> tuple[tuple[int, ...], float]:
     """DropBlock's block edge per spatial dimension of ``x`` (clipped to the map) and its seed rate gamma."""
-    spatial = tuple(x.shape[2:])
+    return _spatial_seed_rate(tuple(x.shape[2:]), drop_prob, block_size, exact_rate)
+
+
+def _spatial_seed_rate(spatial: tuple[int, ...], drop_prob: float, block_size: int,
+                       exact_rate: bool) -> tuple[tuple[int, ...], float]:
     block = _blocks.clip_block(spatial, check_block_size(block_size))
     return block, _blocks.seed_rate(check_drop_prob(drop_prob), spatial, block, exact_rate)
 
@@ -81,8 +85,14 @@ def block_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int,
 def draws_blocks_sparsely(x: torch.Tensor, drop_prob: float, block_size: int, exact_rate: bool = True) -> bool:
     """Whether the ``"auto"`` sampler draws DropBlock's (and ProbDropBlock's, Disout's) seeds for ``x``
     sparsely: on the CPU where the blocks cover little (:func:`~dropviz.regularizers._blocks.sparse_blocks_ok`)."""
-    block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
-    return _blocks.sparse_blocks_ok(x, gamma, block)
+    return _blocks.sparse_ok(x) and _blocks_cover_little(tuple(x.shape[2:]), drop_prob, block_size, exact_rate)
+
+
+@lru_cache(maxsize=512)
+def _blocks_cover_little(spatial: tuple[int, ...], drop_prob: float, block_size: int, exact_rate: bool) -> bool:
+    """Cached: a training step asks for every regularizer, twice for a fused one."""
+    block, gamma = _spatial_seed_rate(spatial, drop_prob, block_size, exact_rate)
+    return _blocks.blocks_cover_little(gamma, block)
 
 
 def salience_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int, exact_rate: bool = True) -> torch.Tensor:
