@@ -27,11 +27,9 @@ class _ReLUThenDrop(torch.autograd.Function):
         ctx.mark_dirty(z)
         drop = regularizer.sparse_draw(h, generator)  # after the ReLU: the draw may read its output
         _blocks.store_at(h, drop.dropped, drop.values)
-        scale = torch.tensor(drop.scale, dtype=h.dtype)
-        ctx.mark_non_differentiable(scale)
         ctx.distorted = drop.values is not None
         ctx.save_for_backward(h, drop.dropped if ctx.distorted else None)
-        return h, scale
+        return h, drop.scale  # a Python number: no gradient, and multiplying by it is the cheaper op
 
     @staticmethod
     def backward(ctx, grad, _):
@@ -44,9 +42,9 @@ class _ReLUThenDrop(torch.autograd.Function):
 
 
 def relu_then_drop(z: torch.Tensor, regularizer: Regularizer,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
     """``regularizer(relu(z)) == scale * h``: returns ``h`` (``z``'s storage, ReLU applied in place as
-    ``nn.ReLU(inplace=True)`` does) and ``scale`` (0-dim, no gradient) for the caller to fold into the next op.
+    ``nn.ReLU(inplace=True)`` does) and ``scale`` (a float) for the caller to fold into the next op.
     Needs ``regularizer.has_sparse_draw(z)``."""
     return _ReLUThenDrop.apply(z, regularizer, generator)
 
