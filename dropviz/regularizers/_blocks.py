@@ -179,9 +179,9 @@ def offset_dtype(numel: int) -> type:
 
 def _block_geometry(mask_shape: tuple[int, ...], strides: tuple[int, ...],
                     block: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Per-shape tables of :func:`_union_offsets`. For each valid-grid
-    position of one map: the storage offset of the block it starts and its first unit's index within the map;
-    for each unit of a block: its storage offset and map index relative to the block's first unit."""
+    """Per-shape tables of :func:`_union_offsets`. For each valid-grid position of one map: the storage offset
+    of the block it starts and its first unit's index within the map; for each unit of a block: its storage
+    offset and map index relative to the block's first unit."""
     spatial = mask_shape[2:]
     valid = _valid_shape(spatial, block)
     map_strides = np.cumprod((1,) + spatial[:0:-1])[::-1]  # a unit's index within its (row-major) map
