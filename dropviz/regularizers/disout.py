@@ -26,12 +26,12 @@ def _std(x: torch.Tensor) -> torch.Tensor | float:
     """Unbiased standard deviation of all of ``x`` from a sum and a dot product: two fast passes, far cheaper
     on CPU than Welford's ``torch.std``, finished in Python floats (a handful of scalar tensor ops cost more
     than the passes on small inputs); falls back to ``torch.std`` when the mean dominates and the difference of
-    moments would lose precision. A float, or under ``torch.compile`` a 0-dim tensor."""
+    moments would lose precision. A float on the CPU; elsewhere, and under ``torch.compile``, a 0-dim tensor."""
     nhwc = _in_storage_order(x)  # the same values, so the reshape below stays a view
     flat = (x if nhwc is None else nhwc).reshape(-1).float()
     n = flat.numel()
-    if torch.compiler.is_compiling():  # no data-dependent branch in a graph; the compiler fuses std well
-        return flat.std()
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return flat.std()  # a GPU's host must not wait for a value; a graph takes no data-dependent branch
     mean = flat.sum().item() / n  # float32 cascade summation; float64 would copy the tensor
     mean_square = torch.dot(flat, flat).item() / n
     if n < 2 or mean * mean > 1e3 * (mean_square - mean * mean):
