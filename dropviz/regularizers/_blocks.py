@@ -348,21 +348,37 @@ def expand_seed_map(seeds: torch.Tensor, block: tuple[int, ...], x: torch.Tensor
     """Keep-mask from a 0/1 map of block starts on the valid grid (N, C, *valid).
 
     Output index ``i`` is dropped iff a seed sits at a block start ``v`` with ``i - k + 1 <= v <= i``: a
-    windowed sum of the seeds along each spatial dimension, from a cumulative sum (two passes per dimension
-    whatever ``k``; CPU max-pooling of many small maps is far slower).
+    windowed sum of the seeds along each spatial dimension. On the CPU from cumulative sums
+    (:func:`window_hits_by_scan`: CPU max-pooling of many small maps is far slower), elsewhere by max-pooling
+    (:func:`window_hits_by_pooling`: one kernel where the scans take six).
     """
+    by_scan = seeds.device.type == "cpu"
+    hits = window_hits_by_scan(seeds, block) if by_scan else window_hits_by_pooling(seeds, block)
+    mask = (hits == 0).contiguous(memory_format=memory_format(x))
+    if not with_seeds:
+        return mask, None
+    # Block start v -> centre v + k // 2; the remaining (k - 1) // 2 rows/cols after the last centre.
+    centre_pad = [p for k in reversed(block) for p in (k // 2, (k - 1) // 2)]
+    return mask, F.pad(seeds, centre_pad).to(x.dtype).contiguous(memory_format=memory_format(x))
+
+
+def window_hits_by_scan(seeds: torch.Tensor, block: tuple[int, ...]) -> torch.Tensor:
+    """The number of seeds at block starts ``i - k + 1 .. i`` per output index ``i``, from a cumulative sum:
+    two passes per spatial dimension whatever ``k``."""
     counts = seeds
     for dim, k in enumerate(block, start=2):
         length = counts.shape[dim] + k - 1
         pad = [0, 0] * (counts.dim() - 1 - dim) + [k, k - 1]  # k - 1 zeros each side, one more in front
         cumulative = F.pad(counts, pad).cumsum(dim)
         counts = cumulative.narrow(dim, k, length) - cumulative.narrow(dim, 0, length)
-    mask = (counts == 0).contiguous(memory_format=memory_format(x))
-    if not with_seeds:
-        return mask, None
-    # Block start v -> centre v + k // 2; the remaining (k - 1) // 2 rows/cols after the last centre.
-    centre_pad = [p for k in reversed(block) for p in (k // 2, (k - 1) // 2)]
-    return mask, F.pad(seeds, centre_pad).to(x.dtype).contiguous(memory_format=memory_format(x))
+    return counts
+
+
+def window_hits_by_pooling(seeds: torch.Tensor, block: tuple[int, ...]) -> torch.Tensor:
+    """1 where :func:`window_hits_by_scan` counts any seed, else 0: the seed map padded by ``k - 1`` each side
+    and max-pooled with a ``k`` window, stride 1."""
+    pool = {2: F.max_pool2d, 3: F.max_pool3d}[len(block)]
+    return pool(F.pad(seeds, [p for k in reversed(block) for p in (k - 1, k - 1)]), block, stride=1)
 
 
 def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDraw:

@@ -186,6 +186,20 @@ def test_samplers_agree_on_the_same_seeds():
     assert torch.equal(dropped.sort().values, (by_index == 0).flatten().nonzero().flatten())
 
 
+@pytest.mark.parametrize("shape_block", [((3, 4, 9, 9), (3, 3)), ((2, 3, 10, 7), (4, 2)), ((2, 2, 6, 12), (6, 6)),
+                                         ((2, 2, 5, 6, 7), (2, 3, 2)), ((1, 2, 6, 6, 6), (3, 3, 3))], ids=str)
+def test_window_hits_by_pooling_match_the_scan(shape_block):
+    """The GPU expansion (max-pooling) and the CPU one (cumulative sums) drop the same units."""
+    shape, block = shape_block
+    valid = [s - k + 1 for s, k in zip(shape[2:], block)]
+    seeds = (torch.rand(*shape[:2], *valid, generator=torch.Generator().manual_seed(3)) < 0.15).float()
+    by_pooling = _blocks.window_hits_by_pooling(seeds, block)
+    by_scan = _blocks.window_hits_by_scan(seeds, block)
+    assert by_pooling.shape == by_scan.shape == shape
+    assert 0 < (by_scan > 0).float().mean() < 1
+    assert torch.equal(by_pooling > 0, by_scan > 0)
+
+
 @pytest.mark.parametrize("sampler", ["sparse", "dense"])
 def test_determinism_with_generator(sampler):
     x = torch.zeros(4, 8, 16, 16)
