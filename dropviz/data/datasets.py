@@ -113,18 +113,20 @@ def _image_folder(folder: Path, limit: int | None, seed: int) -> ImageData:
     if limit is not None and limit < len(files):  # pick the subset before decoding: far fewer files to read
         keep = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
         files = [files[i] for i in keep]
-    images = []
-    for path, _ in files:
+    # Decoded straight into one (N, H, W, 3) array: stacking 60,000 small permuted tensors took twice as long
+    # as decoding them.
+    images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for i, (path, _) in enumerate(files):
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")
                 if im.size != (IMAGE_SIZE, IMAGE_SIZE):
                     im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-                images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+                images[i] = np.asarray(im)
         except (OSError, ValueError) as error:
             raise DatasetError(f"cannot read image {path}: {error}") from None
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
-    return ImageData(torch.stack(images), labels, classes)
+    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes)
 
 
 def _sklearn_digits(split: str, test_fraction: float = 0.2) -> ImageData:
