@@ -1,0 +1,60 @@
+"""Wall-clock time of a real training run (``python -m dropviz.train``) to a test accuracy.
+
+    PYTHONPATH=. .venv/bin/python bench/time_to_accuracy.py --target 0.91 -- \\
+        --dataset imagefolder --data-dir ~/.cache/dropviz/data/cifar10-jpeg --device cuda --epochs 40
+
+Everything after ``--`` goes to the CLI unchanged; the run goes into a fresh temporary runs folder. Prints each
+epoch's test accuracy with the seconds since the CLI was launched, then the first epoch at or above
+``--target``: its time from launch (imports, data decoding and upload, CUDA start-up included) and from the
+first training step (estimated from the first logged window's speed).
+Issue 5's GPU goal: ResNet-20 to 91% CIFAR-10 test accuracy in under 60 s on one H100.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+
+from dropviz.train import RunsDB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", type=float, default=0.91, help="test accuracy to reach, 0-1")
+    parser.add_argument("cli", nargs=argparse.REMAINDER, help="-- then the arguments of python -m dropviz.train")
+    args = parser.parse_args()
+    cli = args.cli[1:] if args.cli[:1] == ["--"] else args.cli
+    with tempfile.TemporaryDirectory() as runs_dir:
+        launched = time.time()
+        done = subprocess.run([sys.executable, "-m", "dropviz.train", *cli, "--runs-dir", runs_dir,
+                               "--no-progress"])
+        total = time.time() - launched
+        db = RunsDB(runs_dir)
+        runs = db.runs()
+        if not runs:
+            sys.exit(f"the run was not created (exit code {done.returncode})")
+        run = runs[0]
+        config, steps, epochs = db.config(run["id"]), db.steps(run["id"]), db.epochs(run["id"])
+        db.close()
+    print(f"{' '.join(cli)}\nstatus {run['status']} on {run['device']}, {total:.1f} s from launch to exit")
+    if not steps:
+        sys.exit(run.get("error") or "no step was logged")
+    first = steps[0]
+    training_start = first["time"] - first["step"] * config.batch_size / first["images_per_s"]
+    print(f"first training step {training_start - launched:.1f} s after launch")
+    print(f"{'epoch':>5} {'s from launch':>14} {'test acc':>9} {'images/s':>9}")
+    for row in epochs:
+        print(f"{row['epoch']:>5} {row['time'] - launched:>14.1f} {row['test_acc']:>9.4f} {row['images_per_s']:>9.0f}")
+    reached = next((row for row in epochs if row["test_acc"] >= args.target), None)
+    if reached is None:
+        best = max((row["test_acc"] for row in epochs), default=0.0)
+        print(f"target {args.target:.2%} not reached (best {best:.2%})")
+    else:
+        print(f"target {args.target:.2%} reached at epoch {reached['epoch']}: {reached['time'] - launched:.1f} s "
+              f"from launch, {reached['time'] - training_start:.1f} s from the first training step")
+
+
+if __name__ == "__main__":
+    main()
