@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             config = config_from_args(args).validate()
         except ConfigError as error:
             p.error(str(error))
-        rank, world_size = distributed()
+        try:
+            rank, world_size = distributed(config.device)
+        except ConfigError as error:
+            p.error(str(error))
         run_id = RunsDB(runs_dir).create_run(config, status="starting") if rank == 0 else None
         if world_size > 1:  # under torchrun: one run, registered by rank 0
             shared = [run_id]

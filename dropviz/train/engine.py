@@ -123,15 +123,21 @@ def lr_factor(step: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
 
-def distributed() -> tuple[int, int]:
-    """``(rank, world_size)``; starts the process group when launched by ``torchrun``."""
+def distributed(device: str = "auto") -> tuple[int, int]:
+    """``(rank, world_size)``; when launched by ``torchrun``, starts the process group for the run's
+    ``device`` (``--device``): NCCL with one GPU per process on CUDA, gloo on the CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1
     if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        on_gpu = resolve_device(device).type == "cuda"
+        if on_gpu:
+            local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= gpus:
+                raise ConfigError(f"torchrun started process {local_rank} of a node that has {gpus} GPU(s): start "
+                                  f"at most {gpus} per node (--nproc-per-node), or train on the CPU (--device cpu)")
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if on_gpu else "gloo")
     return dist.get_rank(), world_size
 
 
@@ -142,11 +148,13 @@ def train_run(runs_dir: str | Path, run_id: str, progress: bool | None = None) -
     """
     runs_dir = Path(runs_dir)
     folder = run_dir(runs_dir, run_id)
-    rank, world_size = distributed()
-    db = RunsDB(runs_dir) if rank == 0 else None
+    writer = int(os.environ.get("RANK", "0")) == 0  # torchrun's global rank: rank 0 does all the writing
+    db = RunsDB(runs_dir) if writer else None
+    world_size = 1
     try:
         reader = db or RunsDB(runs_dir)
         config = reader.config(run_id)
+        rank, world_size = distributed(config.device)
         if db:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "config.json").write_text(config.to_json())

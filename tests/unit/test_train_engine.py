@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dropviz.data.datasets import Batches
-from dropviz.train import RunConfig, RunsDB, train_run
+from dropviz.train import ConfigError, RunConfig, RunsDB, engine, train_run
 from dropviz.train.engine import CHECKPOINT
 
 torch.set_num_threads(1)
@@ -91,13 +91,43 @@ def test_missing_dataset_fails_the_run_with_a_message(tmp_path):
     assert "no folder" in error and "Traceback" not in error
 
 
+def _fake_torchrun(monkeypatch, local_rank: int, gpus: int) -> list[str]:
+    """torchrun's environment for process ``local_rank`` of two, on a machine with ``gpus`` GPUs; returns the
+    backends the process group is started with (and GPUs selected) instead of starting it."""
+    started: list[str] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: started.append(f"cuda:{index}"))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", started.append)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: local_rank)
+    return started
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", ["gloo"]), ("auto", ["cuda:1", "nccl"]),
+                                              ("cuda", ["cuda:1", "nccl"])])
+def test_torchrun_backend_follows_the_device(monkeypatch, device, expected):
+    started = _fake_torchrun(monkeypatch, local_rank=1, gpus=2)
+    assert engine.distributed(device) == (1, 2)
+    assert started == expected
+
+
+def test_torchrun_with_more_processes_than_gpus_is_refused_with_a_way_out(monkeypatch):
+    started = _fake_torchrun(monkeypatch, local_rank=1, gpus=1)
+    with pytest.raises(ConfigError, match=r"1 GPU\(s\).*--nproc-per-node.*--device cpu"):
+        engine.distributed("auto")
+    assert started == []
+
+
 def test_torchrun_two_processes_make_one_run(tmp_path):
     # DistributedDataParallel with the gloo backend on CPU: each process trains on half of every epoch.
     port = 29_500 + os.getpid() % 1000
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
          "-m", "dropviz.train", "--dataset", "digits", "--limit-train", "256", "--limit-test", "64", "--epochs", "1",
-         "--batch-size", "32", "--log-every", "1", "--runs-dir", str(tmp_path), "--no-progress"],
+         "--batch-size", "32", "--log-every", "1", "--device", "cpu", "--runs-dir", str(tmp_path), "--no-progress"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     [run] = RunsDB(tmp_path).runs()
