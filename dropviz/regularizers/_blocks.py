@@ -21,6 +21,7 @@ Two samplers give the same distribution (i.i.d. Bernoulli(gamma) seeds on the va
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
@@ -28,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numba import njit
+from numba import njit, prange
 
 # The sparse sampler's cost grows with the number of units its blocks list, gamma * block area per unit
 # (the coverage); beyond this the dense sampler wins (forward + backward measured on CPU: 2-5x faster
@@ -458,18 +459,40 @@ def store_at(out: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor | No
         integer = _SAME_SIZE_INT[out.element_size()]
         storage = _storage(out).view(integer).numpy()
         bits = np.zeros(1, storage.dtype) if values is None else values.view(integer).numpy()
-        _scatter(storage, offsets.numpy(), bits)
+        threads = torch.get_num_threads()
+        if threads > 1 and offsets.shape[0] >= PARALLEL_MIN_STORES:
+            with _ONE_PARALLEL_STORE:
+                _scatter_in_chunks(storage, offsets.numpy(), bits, threads)
+        else:
+            _scatter(storage, offsets.numpy(), bits, 0, offsets.shape[0])
+
+
+# Below this many units one thread writes them: waking numba's threads costs more than it saves.
+PARALLEL_MIN_STORES = 1 << 14
+# One parallel write at a time: numba's fallback thread pool (workqueue, where neither OpenMP nor TBB loads)
+# aborts the process when two threads launch into it at once, as two dashboard sessions could.
+_ONE_PARALLEL_STORE = threading.Lock()
 
 
 @njit(cache=True, nogil=True)
-def _scatter(storage, offsets, values):
-    """``storage[offsets] = values``, ``values`` of one element broadcast."""
+def _scatter(storage, offsets, values, start, stop):
+    """``storage[offsets[i]] = values[i]`` for ``start <= i < stop``, ``values`` of one element broadcast."""
     if values.shape[0] == 1:
-        for i in range(offsets.shape[0]):
+        for i in range(start, stop):
             storage[offsets[i]] = values[0]
     else:
-        for i in range(offsets.shape[0]):
+        for i in range(start, stop):
             storage[offsets[i]] = values[i]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scatter_in_chunks(storage, offsets, values, chunks):
+    """:func:`_scatter` of all offsets in ``chunks`` parallel pieces (the offsets are distinct). Inside a
+    training step a serial write leaves torch's other threads idle: at batch 128 on 2 threads this took
+    1.4% off a ResNet-20 DropBlock step."""
+    size = -(-offsets.shape[0] // chunks)
+    for chunk in prange(chunks):
+        _scatter(storage, offsets, values, chunk * size, min((chunk + 1) * size, offsets.shape[0]))
 
 
 class _DropUnits(torch.autograd.Function):

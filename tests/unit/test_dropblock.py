@@ -297,3 +297,27 @@ def test_store_at_writes_zeros_or_values_at_storage_offsets(dtype):
             _blocks._storage(expected).index_copy_(0, where, written)
         assert torch.equal(out, expected) and not torch.equal(out, x)
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("with_values", [False, True])
+def test_store_at_in_parallel_chunks_writes_every_offset(threads, with_values):
+    """Above PARALLEL_MIN_STORES units the writes are split among torch's threads: all of them land, the
+    chunk edges included (an uneven split too)."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 16, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last)
+    count = 3 * _blocks.PARALLEL_MIN_STORES + 1
+    offsets = torch.randperm(x.numel(), generator=generator)[:count]
+    values = torch.randn(count, generator=generator) if with_values else None
+    out, expected = x.clone(), x.clone()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _blocks.store_at(out, offsets, values)
+    finally:
+        torch.set_num_threads(before)
+    if values is None:
+        _blocks._storage(expected).index_fill_(0, offsets, 0.0)
+    else:
+        _blocks._storage(expected).index_copy_(0, offsets, values)
+    assert torch.equal(out, expected)
