@@ -489,7 +489,7 @@ def _scatter(storage, offsets, values, start, stop):
 def _scatter_in_chunks(storage, offsets, values, chunks):
     """:func:`_scatter` of all offsets in ``chunks`` parallel pieces (the offsets are distinct). Inside a
     training step a serial write leaves torch's other threads idle: at batch 128 on 2 threads this took
-    1.4% off a ResNet-20 DropBlock step."""
+    about 1% off a ResNet-20 DropBlock step (two same-run swaps: 0.9% and 1.4%)."""
     size = -(-offsets.shape[0] // chunks)
     for chunk in prange(chunks):
         _scatter(storage, offsets, values, chunk * size, min((chunk + 1) * size, offsets.shape[0]))
