@@ -26,6 +26,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -461,17 +462,68 @@ def store_at(out: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor | No
         bits = np.zeros(1, storage.dtype) if values is None else values.view(integer).numpy()
         threads = torch.get_num_threads()
         if threads > 1 and offsets.shape[0] >= PARALLEL_MIN_STORES:
-            with _ONE_PARALLEL_STORE:
-                _scatter_in_chunks(storage, offsets.numpy(), bits, threads)
+            launch_parallel(_scatter_in_chunks, storage, offsets.numpy(), bits, threads)
         else:
             _scatter(storage, offsets.numpy(), bits, 0, offsets.shape[0])
 
 
 # Below this many units one thread writes them: waking numba's threads costs more than it saves.
 PARALLEL_MIN_STORES = 1 << 14
-# One parallel write at a time: numba's fallback thread pool (workqueue, where neither OpenMP nor TBB loads)
+# One parallel launch at a time: numba's fallback thread pool (workqueue, where neither OpenMP nor TBB loads)
 # aborts the process when two threads launch into it at once, as two dashboard sessions could.
-_ONE_PARALLEL_STORE = threading.Lock()
+_ONE_PARALLEL_LAUNCH = threading.Lock()
+
+
+def launch_parallel(kernel, *args):
+    """``kernel(*args)`` for a compiled kernel with ``prange`` loops, on as many threads as torch uses (so
+    ``torch.set_num_threads(1)`` and ``OMP_NUM_THREADS=1`` keep it serial), one launch at a time."""
+    with _ONE_PARALLEL_LAUNCH:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        return kernel(*args)
+
+
+# Random numbers inside compiled loops: SplitMix64 (Steele, Lea & Flood, OOPSLA 2014; it passes BigCrush),
+# one stream per piece of work (a sample), so a parallel loop draws the same numbers on any number of
+# threads. Its state steps by a constant; stream ``i`` starts ``i * 2^32`` steps after stream 0, so streams
+# never share a number while each draws fewer than 2^32.
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_STREAM_STRIDE = np.uint64((0x9E3779B97F4A7C15 << 32) % 2**64)
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11))
+_ULP = 2.0 ** -53
+
+
+def stream_key(generator: torch.Generator | None) -> np.uint64:
+    """63 random bits from ``generator`` (torch's default generator if None): the key of a draw's streams."""
+    return np.uint64(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+
+@njit(inline="always")
+def stream_start(key, index):
+    """The state stream ``index`` of the draw keyed ``key`` starts from."""
+    return key + np.uint64(index) * _STREAM_STRIDE
+
+
+@njit(inline="always")
+def _next_bits(state):
+    state += _GOLDEN_GAMMA
+    z = (state ^ (state >> _SHIFTS[0])) * _MIX_1
+    z = (z ^ (z >> _SHIFTS[1])) * _MIX_2
+    return state, z ^ (z >> _SHIFTS[2])
+
+
+@njit(inline="always")
+def next_uniform(state):
+    """The next state and a uniform on [0, 1) (53 random bits)."""
+    state, bits = _next_bits(state)
+    return state, np.float64(bits >> _SHIFTS[3]) * _ULP
+
+
+@njit(inline="always")
+def next_exponential(state):
+    """The next state and an Exponential(1) variate, ``-log`` of a uniform on (0, 1]."""
+    state, bits = _next_bits(state)
+    return state, -math.log((np.float64(bits >> _SHIFTS[3]) + 1.0) * _ULP)
 
 
 @njit(cache=True, nogil=True)

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 
 from . import _blocks
 from ._checks import check_block_size, check_drop_prob, check_rank
@@ -120,46 +120,23 @@ def _valid_salience(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
                    generator: torch.Generator | None) -> np.ndarray:
     """Sorted flat indices (into the valid grid ``(N, C, H-k+1, W-k+1)``) of seeds with ProbDropBlock's rates
-    (:func:`salience_seed_rate`), drawn map by map by thinning (:func:`_thin_maps`) at each map's own largest
-    rate: a few candidates per seed however salient the most salient map is. Uniforms come from ``generator``
-    in one draw, the expected need and over 5 SDs more (drawn again, twice as many, in the rare case that was
-    not enough)."""
-    salience = _valid_salience(x, block)
-    n, c, height, width = salience.shape
-    offset, factor, ceilings = _map_rates(salience.sum(dim=(2, 3)).reshape(-1).numpy(),
-                                          salience.amax(dim=(2, 3)).reshape(-1).numpy(), height * width, gamma)
-    # The logarithms are vectorised here rather than taken one by one in the loop (several times dearer there):
-    # the hazard -log(1 - c) per map (inf for c = 1: every position a candidate) and its reciprocal, log(1 - u)
-    # for every uniform.
-    with np.errstate(divide="ignore"):
-        hazards = -np.log1p(-ceilings)
-        per_hazard = np.reciprocal(hazards)
-    expected = 2 * float(ceilings.sum()) * height * width + 1  # two uniforms per candidate
-    count = int(expected + 8 * math.sqrt(expected) + 64)  # the count's SD is under sqrt(2 * expected)
-    strides = salience.stride()
-    tables = (_blocks._storage(salience).numpy(), _within_map(height, width, *strides[2:]), strides[0], strides[1],
-              c, offset, factor, ceilings, hazards, per_hazard)
-    while True:
-        uniforms = torch.rand(count, dtype=torch.float64, generator=generator)
-        seeds, complete = _thin_maps(uniforms.numpy(), torch.log1p(-uniforms).numpy(), *tables)
-        if complete:
-            return seeds
-        count *= 2
-
-
-@njit(cache=True, nogil=True)
-def _map_rates(sums, peaks, positions, gamma):
-    """Per map, from its salience sum and peak over ``positions`` valid positions: the seed rate
-    ``min(offset + salience * factor, 1)`` as ``offset`` and ``factor`` (0 and ``gamma / mean``, or ``gamma``
-    and 0 for an all-zero map), and its largest value, the map's ceiling."""
-    offset, factor, ceilings = np.zeros(sums.shape[0]), np.zeros(sums.shape[0]), np.empty(sums.shape[0])
-    for m in range(sums.shape[0]):
-        if sums[m] > 0.0:
-            factor[m] = gamma * positions / sums[m]
-        else:
-            offset[m] = gamma
-        ceilings[m] = min(offset[m] + peaks[m] * factor[m], 1.0)
-    return offset, factor, ceilings
+    (:func:`salience_seed_rate`), drawn by one compiled kernel (:func:`_salient_seed_kernel`) parallel over
+    the samples, reading ``|x|`` from ``x``'s storage: no copy of the salience is made. The random numbers come
+    from one stream per sample keyed by ``generator``
+    (:func:`~dropviz.regularizers._blocks.stream_key`), so a draw does not depend on the thread count."""
+    values = x.detach()
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()
+    values = values.contiguous(memory_format=_blocks.memory_format(values))  # a strided view becomes dense
+    (kh, kw), strides = block, values.stride()
+    first = (kh // 2) * strides[2] + (kw // 2) * strides[3]  # storage offset of a map's first valid centre
+    within_map = _within_map(x.shape[2] - kh + 1, x.shape[3] - kw + 1, *strides[2:])
+    per_sample = x.shape[1] * within_map.shape[0]
+    # Room for a seed at every position of every sample (only the pages written are ever touched).
+    workspace = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
+    return _blocks.launch_parallel(_salient_seed_kernel, _blocks._storage(values).numpy(), first, strides[0],
+                                   strides[1], x.shape[0], x.shape[1], within_map, gamma,
+                                   _blocks.stream_key(generator), workspace)
 
 
 @lru_cache(maxsize=64)
@@ -168,48 +145,88 @@ def _within_map(height: int, width: int, row_stride: int, column_stride: int) ->
     return np.add.outer(np.arange(height) * row_stride, np.arange(width) * column_stride).reshape(-1)
 
 
-@njit(cache=True, nogil=True)
-def _thin_maps(uniforms, log_complements, salience, within_map, sample_stride, channel_stride, channels, offset,
-               factor, ceilings, hazards, per_hazard):
-    """Per map ``m`` of the valid grid ``(N, C, H', W')``: candidates at rate ``c = ceilings[m]``, each kept
-    with probability ``rate / c`` where ``rate = min(offset[m] + salience * factor[m], 1)``: exactly
-    independent Bernoulli(rate) seeds. ``salience`` is read from its storage (``within_map``: a position's
-    offset in a map), so channels-last stays as it is. Returns the seeds and whether ``uniforms`` sufficed.
+@njit(cache=True, nogil=True, parallel=True)
+def _salient_seed_kernel(storage, first, sample_stride, channel_stride, samples, channels, within_map, gamma, key,
+                         local):
+    """:func:`_salient_seeds`' kernel. Per sample: each map's salience sum and peak
+    (:func:`_map_salience`), then its seeds by thinning (:func:`_thin_sample`) into its own part of ``local``
+    while its activations are still in cache; then all samples' seeds in order, as flat indices."""
+    per_sample = channels * within_map.shape[0]
+    counts = np.empty(samples, np.int64)
+    for sample in prange(samples):
+        base = first + sample * sample_stride
+        sums, peaks = _map_salience(storage, base, channel_stride, channels, within_map)
+        counts[sample] = _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma,
+                                      _blocks.stream_start(key, sample),
+                                      local[sample * per_sample:(sample + 1) * per_sample])
+    seeds = np.empty(counts.sum(), np.int64)
+    n_seeds = 0
+    for sample in range(samples):
+        for i in range(counts[sample]):
+            seeds[n_seeds + i] = sample * per_sample + local[sample * per_sample + i]
+        n_seeds += counts[sample]
+    return seeds
 
-    The candidates are one walk through all maps: an exponential variate ``E = -log(1 - u)`` passes
-    ``floor(E / h)`` positions of hazard ``h = hazards[m] = -log(1 - c)`` before the next candidate (a
-    Geometric(c) gap), and what a map leaves unspent of it carries to the next map, exponential again by
-    memorylessness: no uniform is spent on a map's end."""
+
+@njit(cache=True, nogil=True)
+def _map_salience(storage, base, channel_stride, channels, within_map):
+    """Sum and peak of ``|x|`` over the valid centres (``within_map``) of each channel map of the sample whose
+    first unit is at ``base``, in float64. Channels-last storage is read a position's channels at a time."""
+    sums, peaks = np.zeros(channels), np.zeros(channels)
+    if channel_stride == 1:
+        for position in within_map:
+            units = storage[base + position:base + position + channels]
+            for channel in range(channels):
+                salience = abs(np.float64(units[channel]))
+                sums[channel] += salience
+                peaks[channel] = max(peaks[channel], salience)
+    else:
+        for channel in range(channels):
+            for position in within_map:
+                salience = abs(np.float64(storage[base + channel * channel_stride + position]))
+                sums[channel] += salience
+                peaks[channel] = max(peaks[channel], salience)
+    return sums, peaks
+
+
+@njit(cache=True, nogil=True)
+def _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma, state, seeds):
+    """One sample's seeds, as indices ``channel * positions + position`` into ``seeds``; returns their count.
+
+    Map by map: the seed rate is ``rate = min(offset + |x| * factor, 1)``, ``offset`` and ``factor`` being 0
+    and ``gamma / mean`` (``gamma`` and 0 for an all-zero map), so the mean rate over a map is ``gamma``.
+    Candidates come at the map's largest rate ``c`` (its ceiling), each kept with probability ``rate / c``:
+    exactly independent Bernoulli(rate) seeds, and a few candidates per seed however salient the peak.
+
+    The candidates are one walk through the sample's maps: an Exponential(1) variate ``E`` passes
+    ``floor(E / h)`` positions of hazard ``h = -log(1 - c)`` before the next candidate (a Geometric(c) gap),
+    and what a map leaves unspent of it carries to the next map, exponential again by memorylessness: no
+    random number is spent on a map's end. Two numbers per candidate from the sample's stream ``state``."""
     per_map = within_map.shape[0]
-    seeds = np.empty(uniforms.shape[0] // 2 + 1, np.int64)
-    if uniforms.shape[0] == 0:
-        return seeds[:0], False
-    exposure, used, n_seeds, sample, channel = -log_complements[0], 1, 0, 0, -1
-    for m in range(ceilings.shape[0]):
-        channel += 1
-        if channel == channels:
-            sample, channel = sample + 1, 0
-        ceiling = ceilings[m]
+    state, exposure = _blocks.next_exponential(state)
+    n_seeds = 0
+    for channel in range(sums.shape[0]):
+        offset, factor = (0.0, gamma * per_map / sums[channel]) if sums[channel] > 0.0 else (gamma, 0.0)
+        ceiling = min(offset + peaks[channel] * factor, 1.0)
         if ceiling <= 0.0:
             continue
-        hazard, per_hazard_m = hazards[m], per_hazard[m]
-        map_storage = sample * sample_stride + channel * channel_stride
+        hazard = -math.log1p(-ceiling)
+        per_hazard = 1.0 / hazard  # 0 for hazard inf (c = 1): every position a candidate
+        map_base = base + channel * channel_stride
         position = 0
         while position < per_map:
-            passed = exposure * per_hazard_m  # 0 for hazard inf (c = 1)
+            passed = exposure * per_hazard
             if passed >= per_map - position:  # no candidate in the rest of this map
                 exposure -= (per_map - position) * hazard
                 break
             position += int(passed)
-            if used + 2 > uniforms.shape[0]:
-                return seeds[:0], False
-            rate = min(offset[m] + salience[map_storage + within_map[position]] * factor[m], 1.0)
-            seeds[n_seeds] = m * per_map + position  # written always, kept if accepted: no branch to mispredict
-            n_seeds += uniforms[used] * ceiling < rate
-            exposure = -log_complements[used + 1]
-            used += 2
+            rate = min(offset + abs(np.float64(storage[map_base + within_map[position]])) * factor, 1.0)
+            state, accept = _blocks.next_uniform(state)
+            seeds[n_seeds] = channel * per_map + position  # written always, kept if accepted: no branch
+            n_seeds += accept * ceiling < rate
+            state, exposure = _blocks.next_exponential(state)
             position += 1
-    return seeds[:n_seeds], True
+    return n_seeds
 
 
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,

@@ -394,22 +394,46 @@ def test_probdropblock_sparse_seeds_where_a_rate_clips_to_one():
     assert ((frequency - rates).abs()[others] <= 4.5 * spread[others]).all()
 
 
-def test_probdropblock_draws_again_when_the_uniforms_run_out(monkeypatch):
-    """The uniforms are sized to the expected need and 5 SDs more; when a walk still runs out, it says so and
-    the sampler draws again with twice as many."""
-    sizes, thin = [], F_._thin_maps
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_probdropblock_sparse_draw_does_not_depend_on_the_thread_count(layout):
+    """The sparse sampler runs parallel over the samples, each drawing from its own stream: the same generator
+    seed gives the same seeds on 1, 2 or 3 threads."""
+    x = randn(64, 8, 12, 12).contiguous(memory_format=layout)
+    before, draws = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            draws.append(F_.prob_drop_block_draw(x, 0.2, 3, torch.Generator().manual_seed(7)).dropped)
+    finally:
+        torch.set_num_threads(before)
+    assert draws[0].numel() > 0 and all(torch.equal(draws[0], d) for d in draws[1:])
 
-    def short_first(uniforms, log_complements, *tables):
-        sizes.append(uniforms.shape[0])
-        if len(sizes) == 1:
-            seeds, complete = thin(uniforms[:3], log_complements[:3], *tables)
-            assert not complete and seeds.size == 0
-            return seeds, complete
-        return thin(uniforms, log_complements, *tables)
 
-    monkeypatch.setattr(F_, "_thin_maps", short_first)
-    draw = F_.prob_drop_block_draw(torch.ones(200, 4, 8, 8), 0.1, 3, torch.Generator().manual_seed(0))
-    assert sizes[1:] == [2 * sizes[0]] and draw.dropped.numel() > 0
+def test_probdropblock_samples_draw_independently():
+    """20000 identical samples, k = 1 (the seeds are the mask), rates 0.3 * (1..32) / 16.5 at the 32 positions.
+    If the samples' streams are independent, samples 2i and 2i+1 are both seeded at a position with
+    probability r^2: per position, the count over 10000 pairs is Binomial(10000, r^2), within 5 SD."""
+    pattern = torch.arange(1.0, 33.0).reshape(1, 1, 4, 8)
+    rates = F_.salience_seed_rate(pattern, 0.3, 1).double().reshape(32)
+    x = pattern.expand(20000, -1, -1, -1).contiguous()
+    seeds = F_.prob_drop_block_draw(x, 0.3, 1, torch.Generator().manual_seed(2), with_seeds=True).seeds
+    pairs = seeds.double().reshape(10000, 2, 32)
+    both = (pairs[:, 0] * pairs[:, 1]).sum(dim=0)
+    both_rate = rates ** 2
+    assert ((both - 10000 * both_rate).abs() <= 5 * (10000 * both_rate * (1 - both_rate)).sqrt()).all()
+
+
+def test_probdropblock_sparse_draw_reads_any_float_dtype_and_strided_views():
+    """The salience is read from ``x``'s own storage: float64, bfloat16 and a strided view holding the same
+    values as a float32 tensor give its seeds."""
+    x = (randn(16, 4, 10, 10).abs() + 0.1).bfloat16().float()  # values every dtype here holds exactly
+    wide = torch.zeros(16, 4, 10, 20)
+    wide[..., ::2] = x
+    want = F_.prob_drop_block_draw(x, 0.3, 3, torch.Generator().manual_seed(1)).dropped
+    assert want.numel() > 0
+    for same in (x.double(), x.bfloat16(), wide[..., ::2]):
+        assert torch.equal(F_.prob_drop_block_draw(same, 0.3, 3, torch.Generator().manual_seed(1)).dropped, want)
+
 
 def test_disout_std_matches_torch_std():
     from dropviz.regularizers.disout import _std
