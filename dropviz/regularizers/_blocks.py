@@ -478,7 +478,12 @@ def launch_parallel(kernel, *args):
     """``kernel(*args)`` for a compiled kernel with ``prange`` loops, on as many threads as torch uses (so
     ``torch.set_num_threads(1)`` and ``OMP_NUM_THREADS=1`` keep it serial), one launch at a time."""
     with _ONE_PARALLEL_LAUNCH:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        threads = torch.get_num_threads()
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        # The first call starts numba's OpenMP layer, whose start sets the process's OpenMP thread count (the
+        # runtime torch shares) to numba's default: every core. Torch keeps the count it had.
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         return kernel(*args)
 
 

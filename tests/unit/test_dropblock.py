@@ -11,6 +11,10 @@ maps the same statistic separates the paper's first-order seed rate (a 5-15% und
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -321,3 +325,18 @@ def test_store_at_in_parallel_chunks_writes_every_offset(threads, with_values):
     else:
         _blocks._storage(expected).index_copy_(0, offsets, values)
     assert torch.equal(out, expected)
+
+
+def test_parallel_kernels_leave_torchs_thread_count_alone():
+    """The first parallel kernel starts numba's OpenMP layer, which sets the OpenMP thread count that torch
+    shares to numba's own (every core; 3 here, whatever the machine). In a fresh process set to 1 thread, the
+    count stays 1 after a ProbDropBlock draw."""
+    script = ("import torch\n"
+              "from dropviz.regularizers import functional as F_\n"
+              "torch.set_num_threads(1)\n"
+              "F_.prob_drop_block_draw(torch.rand(8, 4, 12, 12), 0.1, 3)\n"
+              "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NUMBA_NUM_THREADS": "3"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
