@@ -130,12 +130,13 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     values = values.contiguous(memory_format=_blocks.memory_format(values))  # a strided view becomes dense
     (kh, kw), strides = block, values.stride()
     first = (kh // 2) * strides[2] + (kw // 2) * strides[3]  # storage offset of a map's first valid centre
-    within_map = _within_map(x.shape[2] - kh + 1, x.shape[3] - kw + 1, *strides[2:])
+    height, width = x.shape[2] - kh + 1, x.shape[3] - kw + 1  # the valid grid
+    within_map = _within_map(height, width, *strides[2:])
     per_sample = x.shape[1] * within_map.shape[0]
     # Room for a seed at every position of every sample (only the pages written are ever touched).
     workspace = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
-    return _blocks.launch_parallel(_salient_seed_kernel, _blocks._storage(values).numpy(), first, strides[0],
-                                   strides[1], x.shape[0], x.shape[1], within_map, gamma,
+    return _blocks.launch_parallel(_salient_seed_kernel, _blocks._storage(values).numpy(), first, *strides,
+                                   x.shape[0], x.shape[1], height, width, within_map, gamma,
                                    _blocks.stream_key(generator), workspace)
 
 
@@ -146,8 +147,8 @@ def _within_map(height: int, width: int, row_stride: int, column_stride: int) ->
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _salient_seed_kernel(storage, first, sample_stride, channel_stride, samples, channels, within_map, gamma, key,
-                         local):
+def _salient_seed_kernel(storage, first, sample_stride, channel_stride, row_stride, column_stride, samples,
+                         channels, height, width, within_map, gamma, key, local):
     """:func:`_salient_seeds`' kernel. Per sample: each map's salience sum and peak
     (:func:`_map_salience`), then its seeds by thinning (:func:`_thin_sample`) into its own part of ``local``
     while its activations are still in cache; then all samples' seeds in order, as flat indices."""
@@ -155,7 +156,8 @@ def _salient_seed_kernel(storage, first, sample_stride, channel_stride, samples,
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
         base = first + sample * sample_stride
-        sums, peaks = _map_salience(storage, base, channel_stride, channels, within_map)
+        sums, peaks = _map_salience(storage, base, channel_stride, row_stride, column_stride, channels, height,
+                                    width)
         counts[sample] = _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma,
                                       _blocks.stream_start(key, sample),
                                       local[sample * per_sample:(sample + 1) * per_sample])
@@ -169,23 +171,39 @@ def _salient_seed_kernel(storage, first, sample_stride, channel_stride, samples,
 
 
 @njit(cache=True, nogil=True)
-def _map_salience(storage, base, channel_stride, channels, within_map):
-    """Sum and peak of ``|x|`` over the valid centres (``within_map``) of each channel map of the sample whose
-    first unit is at ``base``, in float64. Channels-last storage is read a position's channels at a time."""
-    sums, peaks = np.zeros(channels), np.zeros(channels)
+def _map_salience(storage, base, channel_stride, row_stride, column_stride, channels, height, width):
+    """Sum and peak of ``|x|`` over the ``height x width`` valid centres of each channel map of the sample whose
+    first centre is at ``base``, in float64. Storage is read in runs of adjacent units (a position's channels
+    when channels-last, else a row of a map), summed per column first and then over the columns, in the same
+    order for both layouts: the same sums, so the same seeds, either way."""
+    column_sums, column_peaks = np.zeros((width, channels)), np.zeros((width, channels))
     if channel_stride == 1:
-        for position in within_map:
-            units = storage[base + position:base + position + channels]
-            for channel in range(channels):
-                salience = abs(np.float64(units[channel]))
-                sums[channel] += salience
-                peaks[channel] = max(peaks[channel], salience)
-    else:
+        for row in range(height):
+            for column in range(width):
+                start = base + row * row_stride + column * column_stride
+                units = storage[start:start + channels]
+                sums, peaks = column_sums[column], column_peaks[column]
+                for channel in range(channels):
+                    salience = abs(np.float64(units[channel]))
+                    sums[channel] += salience
+                    peaks[channel] = max(peaks[channel], salience)
+    else:  # contiguous: the columns of a row are adjacent
+        sums, peaks = np.zeros(width), np.zeros(width)
         for channel in range(channels):
-            for position in within_map:
-                salience = abs(np.float64(storage[base + channel * channel_stride + position]))
-                sums[channel] += salience
-                peaks[channel] = max(peaks[channel], salience)
+            sums[:], peaks[:] = 0.0, 0.0
+            for row in range(height):
+                start = base + channel * channel_stride + row * row_stride
+                units = storage[start:start + width]
+                for column in range(width):
+                    salience = abs(np.float64(units[column]))
+                    sums[column] += salience
+                    peaks[column] = max(peaks[column], salience)
+            column_sums[:, channel], column_peaks[:, channel] = sums, peaks
+    sums, peaks = np.zeros(channels), np.zeros(channels)
+    for column in range(width):
+        for channel in range(channels):
+            sums[channel] += column_sums[column, channel]
+            peaks[channel] = max(peaks[channel], column_peaks[column, channel])
     return sums, peaks
 
 
