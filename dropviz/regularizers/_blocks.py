@@ -487,6 +487,20 @@ def launch_parallel(kernel, *args):
         return kernel(*args)
 
 
+@njit(cache=True, nogil=True)
+def flat_indices(local, counts):
+    """``local`` split into ``len(counts)`` equal pieces holding indices within their piece: the first
+    ``counts[i]`` of piece ``i``, as indices into all of them (``i * piece + index``), in order."""
+    piece = local.shape[0] // max(counts.shape[0], 1)
+    flat = np.empty(counts.sum(), np.int64)
+    n = 0
+    for i in range(counts.shape[0]):
+        for j in range(counts[i]):
+            flat[n + j] = i * piece + local[i * piece + j]
+        n += counts[i]
+    return flat
+
+
 # Random numbers inside compiled loops: SplitMix64 (Steele, Lea & Flood, OOPSLA 2014; it passes BigCrush),
 # one stream per piece of work (a sample), so a parallel loop draws the same numbers on any number of
 # threads. Its state steps by a constant; stream ``i`` starts ``i * 2^32`` steps after stream 0, so streams

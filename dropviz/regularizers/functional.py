@@ -120,10 +120,10 @@ def _valid_salience(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
                    generator: torch.Generator | None) -> np.ndarray:
     """Sorted flat indices (into the valid grid ``(N, C, H-k+1, W-k+1)``) of seeds with ProbDropBlock's rates
-    (:func:`salience_seed_rate`), drawn by one compiled kernel (:func:`_salient_seed_kernel`) parallel over
-    the samples, reading ``|x|`` from ``x``'s storage: no copy of the salience is made. The random numbers come
-    from one stream per sample keyed by ``generator``
-    (:func:`~dropviz.regularizers._blocks.stream_key`), so a draw does not depend on the thread count."""
+    (:func:`salience_seed_rate`), drawn sample by sample (:func:`_salient_sample`) in parallel on torch's
+    threads, reading ``|x|`` from ``x``'s storage: no copy of the salience is made. The random numbers come
+    from one stream per sample keyed by ``generator`` (:func:`~dropviz.regularizers._blocks.stream_key`), so a
+    draw does not depend on the thread count."""
     values = x.detach()
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()
@@ -134,10 +134,14 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     within_map = _within_map(height, width, *strides[2:])
     per_sample = x.shape[1] * within_map.shape[0]
     # Room for a seed at every position of every sample (only the pages written are ever touched).
-    workspace = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
-    return _blocks.launch_parallel(_salient_seed_kernel, _blocks._storage(values).numpy(), first, *strides,
-                                   x.shape[0], x.shape[1], height, width, within_map, gamma,
-                                   _blocks.stream_key(generator), workspace)
+    local = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
+    sample_args = (_blocks._storage(values).numpy(), first, *strides, x.shape[1], height, width, within_map, gamma,
+                   _blocks.stream_key(generator), local)
+    if torch.get_num_threads() > 1:
+        counts = _blocks.launch_parallel(_salient_samples_in_parallel, x.shape[0], *sample_args)
+    else:  # as in DataLoader workers: forked children, which numba's OpenMP layer ends when they launch into it
+        counts = _salient_samples_in_order(x.shape[0], *sample_args)
+    return _blocks.flat_indices(local, counts)
 
 
 @lru_cache(maxsize=64)
@@ -147,27 +151,34 @@ def _within_map(height: int, width: int, row_stride: int, column_stride: int) ->
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _salient_seed_kernel(storage, first, sample_stride, channel_stride, row_stride, column_stride, samples,
-                         channels, height, width, within_map, gamma, key, local):
-    """:func:`_salient_seeds`' kernel. Per sample: each map's salience sum and peak
-    (:func:`_map_salience`), then its seeds by thinning (:func:`_thin_sample`) into its own part of ``local``
-    while its activations are still in cache; then all samples' seeds in order, as flat indices."""
-    per_sample = channels * within_map.shape[0]
+def _salient_samples_in_parallel(samples, *sample_args):
+    """:func:`_salient_sample` of every sample, on numba's threads; the samples' seed counts."""
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
-        base = first + sample * sample_stride
-        sums, peaks = _map_salience(storage, base, channel_stride, row_stride, column_stride, channels, height,
-                                    width)
-        counts[sample] = _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma,
-                                      _blocks.stream_start(key, sample),
-                                      local[sample * per_sample:(sample + 1) * per_sample])
-    seeds = np.empty(counts.sum(), np.int64)
-    n_seeds = 0
+        counts[sample] = _salient_sample(sample, *sample_args)
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def _salient_samples_in_order(samples, *sample_args):
+    """:func:`_salient_samples_in_parallel` on the calling thread."""
+    counts = np.empty(samples, np.int64)
     for sample in range(samples):
-        for i in range(counts[sample]):
-            seeds[n_seeds + i] = sample * per_sample + local[sample * per_sample + i]
-        n_seeds += counts[sample]
-    return seeds
+        counts[sample] = _salient_sample(sample, *sample_args)
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride, column_stride, channels,
+                    height, width, within_map, gamma, key, local):
+    """One sample's seeds, as indices into its ``channels * positions`` valid positions, into its own part of
+    ``local``; returns their count. Each map's salience sum and peak (:func:`_map_salience`), then the seeds by
+    thinning (:func:`_thin_sample`) while the sample's activations are still in cache."""
+    per_sample = channels * within_map.shape[0]
+    base = first + sample * sample_stride
+    sums, peaks = _map_salience(storage, base, channel_stride, row_stride, column_stride, channels, height, width)
+    return _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma,
+                        _blocks.stream_start(key, sample), local[sample * per_sample:(sample + 1) * per_sample])
 
 
 @njit(cache=True, nogil=True)

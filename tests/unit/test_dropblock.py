@@ -327,6 +327,15 @@ def test_store_at_in_parallel_chunks_writes_every_offset(threads, with_values):
     assert torch.equal(out, expected)
 
 
+def run_fresh(script: str, numba_threads: int) -> list[str]:
+    """``script``'s printed words, run in a fresh Python process with ``numba_threads`` numba threads."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2],
+                         env={**os.environ, "NUMBA_NUM_THREADS": str(numba_threads)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
 def test_parallel_kernels_leave_torchs_thread_count_alone():
     """The first parallel kernel starts numba's OpenMP layer, which sets the OpenMP thread count that torch
     shares to numba's own (every core; 3 here, whatever the machine). In a fresh process set to 1 thread, the
@@ -336,7 +345,20 @@ def test_parallel_kernels_leave_torchs_thread_count_alone():
               "torch.set_num_threads(1)\n"
               "F_.prob_drop_block_draw(torch.rand(8, 4, 12, 12), 0.1, 3)\n"
               "print(torch.get_num_threads())\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[2], env={**os.environ, "NUMBA_NUM_THREADS": "3"})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1"]
+    assert run_fresh(script, numba_threads=3) == ["1"]
+
+
+def test_one_thread_draws_in_a_forked_child_after_parallel_draws():
+    """numba's OpenMP layer ends a forked child that launches into it once the parent has. With one thread, as
+    in DataLoader workers, ProbDropBlock draws without it: a child forked after parallel draws still draws."""
+    script = ("import os, torch\n"
+              "from dropviz.regularizers import functional as F_\n"
+              "torch.set_num_threads(2)\n"
+              "x = torch.rand(16, 8, 12, 12)\n"
+              "F_.prob_drop_block_draw(x, 0.2, 3)\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    torch.set_num_threads(1)\n"
+              "    os._exit(0 if F_.prob_drop_block_draw(x, 0.2, 3).dropped.numel() > 0 else 1)\n"
+              "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n")
+    assert run_fresh(script, numba_threads=2) == ["0"]
