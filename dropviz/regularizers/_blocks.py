@@ -488,64 +488,6 @@ def launch_parallel(kernel, *args):
 
 
 @njit(cache=True, nogil=True)
-def flat_indices(local, counts):
-    """``local`` split into ``len(counts)`` equal pieces holding indices within their piece: the first
-    ``counts[i]`` of piece ``i``, as indices into all of them (``i * piece + index``), in order."""
-    piece = local.shape[0] // max(counts.shape[0], 1)
-    flat = np.empty(counts.sum(), np.int64)
-    n = 0
-    for i in range(counts.shape[0]):
-        for j in range(counts[i]):
-            flat[n + j] = i * piece + local[i * piece + j]
-        n += counts[i]
-    return flat
-
-
-# Random numbers inside compiled loops: SplitMix64 (Steele, Lea & Flood, OOPSLA 2014; it passes BigCrush),
-# one stream per piece of work (a sample), so a parallel loop draws the same numbers on any number of
-# threads. Its state steps by a constant; stream ``i`` starts ``i * 2^32`` steps after stream 0, so streams
-# never share a number while each draws fewer than 2^32.
-_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_STREAM_STRIDE = np.uint64((0x9E3779B97F4A7C15 << 32) % 2**64)
-_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11))
-_ULP = 2.0 ** -53
-
-
-def stream_key(generator: torch.Generator | None) -> np.uint64:
-    """63 random bits from ``generator`` (torch's default generator if None): the key of a draw's streams."""
-    return np.uint64(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
-
-
-@njit(inline="always")
-def stream_start(key, index):
-    """The state stream ``index`` of the draw keyed ``key`` starts from."""
-    return key + np.uint64(index) * _STREAM_STRIDE
-
-
-@njit(inline="always")
-def _next_bits(state):
-    state += _GOLDEN_GAMMA
-    z = (state ^ (state >> _SHIFTS[0])) * _MIX_1
-    z = (z ^ (z >> _SHIFTS[1])) * _MIX_2
-    return state, z ^ (z >> _SHIFTS[2])
-
-
-@njit(inline="always")
-def next_uniform(state):
-    """The next state and a uniform on [0, 1) (53 random bits)."""
-    state, bits = _next_bits(state)
-    return state, np.float64(bits >> _SHIFTS[3]) * _ULP
-
-
-@njit(inline="always")
-def next_exponential(state):
-    """The next state and an Exponential(1) variate, ``-log`` of a uniform on (0, 1]."""
-    state, bits = _next_bits(state)
-    return state, -math.log((np.float64(bits >> _SHIFTS[3]) + 1.0) * _ULP)
-
-
-@njit(cache=True, nogil=True)
 def _scatter(storage, offsets, values, start, stop):
     """``storage[offsets[i]] = values[i]`` for ``start <= i < stop``, ``values`` of one element broadcast."""
     if values.shape[0] == 1:

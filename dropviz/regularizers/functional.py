@@ -122,8 +122,8 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     """Sorted flat indices (into the valid grid ``(N, C, H-k+1, W-k+1)``) of seeds with ProbDropBlock's rates
     (:func:`salience_seed_rate`), drawn sample by sample (:func:`_salient_sample`) in parallel on torch's
     threads, reading ``|x|`` from ``x``'s storage: no copy of the salience is made. The random numbers come
-    from one stream per sample keyed by ``generator`` (:func:`~dropviz.regularizers._blocks.stream_key`), so a
-    draw does not depend on the thread count."""
+    from one stream per sample keyed by ``generator`` (:func:`_stream_key`), so a draw does not depend on the
+    thread count."""
     values = x.detach()
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()
@@ -136,12 +136,12 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     # Room for a seed at every position of every sample (only the pages written are ever touched).
     local = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
     sample_args = (_blocks._storage(values).numpy(), first, *strides, x.shape[1], height, width, within_map, gamma,
-                   _blocks.stream_key(generator), local)
+                   _stream_key(generator), local)
     if torch.get_num_threads() > 1:
         counts = _blocks.launch_parallel(_salient_samples_in_parallel, x.shape[0], *sample_args)
     else:  # as in DataLoader workers: forked children, which numba's OpenMP layer ends when they launch into it
         counts = _salient_samples_in_order(x.shape[0], *sample_args)
-    return _blocks.flat_indices(local, counts)
+    return _flat_indices(local, counts)
 
 
 @lru_cache(maxsize=64)
@@ -178,7 +178,7 @@ def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_s
     base = first + sample * sample_stride
     sums, peaks = _map_salience(storage, base, channel_stride, row_stride, column_stride, channels, height, width)
     return _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma,
-                        _blocks.stream_start(key, sample), local[sample * per_sample:(sample + 1) * per_sample])
+                        _stream_start(key, sample), local[sample * per_sample:(sample + 1) * per_sample])
 
 
 @njit(cache=True, nogil=True)
@@ -232,7 +232,7 @@ def _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma, 
     and what a map leaves unspent of it carries to the next map, exponential again by memorylessness: no
     random number is spent on a map's end. Two numbers per candidate from the sample's stream ``state``."""
     per_map = within_map.shape[0]
-    state, exposure = _blocks.next_exponential(state)
+    state, exposure = _next_exponential(state)
     n_seeds = 0
     for channel in range(sums.shape[0]):
         offset, factor = (0.0, gamma * per_map / sums[channel]) if sums[channel] > 0.0 else (gamma, 0.0)
@@ -250,12 +250,71 @@ def _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma, 
                 break
             position += int(passed)
             rate = min(offset + abs(np.float64(storage[map_base + within_map[position]])) * factor, 1.0)
-            state, accept = _blocks.next_uniform(state)
+            state, accept = _next_uniform(state)
             seeds[n_seeds] = channel * per_map + position  # written always, kept if accepted: no branch
             n_seeds += accept * ceiling < rate
-            state, exposure = _blocks.next_exponential(state)
+            state, exposure = _next_exponential(state)
             position += 1
     return n_seeds
+
+
+@njit(cache=True, nogil=True)
+def _flat_indices(local, counts):
+    """``local`` split into ``len(counts)`` equal pieces holding indices within their piece: the first
+    ``counts[i]`` of piece ``i``, as indices into all of them (``i * piece + index``), in order."""
+    piece = local.shape[0] // max(counts.shape[0], 1)
+    flat = np.empty(counts.sum(), np.int64)
+    n = 0
+    for i in range(counts.shape[0]):
+        for j in range(counts[i]):
+            flat[n + j] = i * piece + local[i * piece + j]
+        n += counts[i]
+    return flat
+
+
+# Random numbers inside compiled loops: SplitMix64 (Steele, Lea & Flood, OOPSLA 2014; it passes BigCrush), one
+# stream per piece of work (a sample), so a parallel loop draws the same numbers on any number of threads. Its
+# state steps by a constant; stream ``i`` starts ``i * 2^32`` steps after stream 0, so streams never share a
+# number while each draws fewer than 2^32. Kept in the file of the kernels that inline it: numba's on-disk cache
+# notices changes to a cached function's own file only.
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_STREAM_STRIDE = np.uint64((0x9E3779B97F4A7C15 << 32) % 2**64)
+_MIX_1, _MIX_2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11))
+_ULP = 2.0 ** -53
+
+
+def _stream_key(generator: torch.Generator | None) -> np.uint64:
+    """63 random bits from ``generator`` (torch's default generator if None): the key of a draw's streams."""
+    return np.uint64(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+
+@njit(inline="always")
+def _stream_start(key, index):
+    """The state stream ``index`` of the draw keyed ``key`` starts from."""
+    return key + np.uint64(index) * _STREAM_STRIDE
+
+
+@njit(inline="always")
+def _next_bits(state):
+    state += _GOLDEN_GAMMA
+    z = (state ^ (state >> _SHIFTS[0])) * _MIX_1
+    z = (z ^ (z >> _SHIFTS[1])) * _MIX_2
+    return state, z ^ (z >> _SHIFTS[2])
+
+
+@njit(inline="always")
+def _next_uniform(state):
+    """The next state and a uniform on [0, 1) (53 random bits)."""
+    state, bits = _next_bits(state)
+    return state, np.float64(bits >> _SHIFTS[3]) * _ULP
+
+
+@njit(inline="always")
+def _next_exponential(state):
+    """The next state and an Exponential(1) variate, ``-log`` of a uniform on (0, 1]."""
+    state, bits = _next_bits(state)
+    return state, -math.log((np.float64(bits >> _SHIFTS[3]) + 1.0) * _ULP)
 
 
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
