@@ -475,16 +475,27 @@ _ONE_PARALLEL_LAUNCH = threading.Lock()
 
 
 def launch_parallel(kernel, *args):
-    """``kernel(*args)`` for a compiled kernel with ``prange`` loops, on as many threads as torch uses (so
-    ``torch.set_num_threads(1)`` and ``OMP_NUM_THREADS=1`` keep it serial), one launch at a time."""
+    """``kernel(*args)`` for a compiled kernel with ``prange`` loops, on as many threads as torch uses, one
+    launch at a time. Where torch has one thread, its serial twin (:func:`_serial_twin`) runs instead, on the
+    calling thread: numba's OpenMP layer ends a forked child that launches into it after the parent has, and
+    DataLoader workers are such children, with one thread."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return _serial_twin(kernel)(*args)
     with _ONE_PARALLEL_LAUNCH:
-        threads = torch.get_num_threads()
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         # The first call starts numba's OpenMP layer, whose start sets the process's OpenMP thread count (the
         # runtime torch shares) to numba's default: every core. Torch keeps the count it had.
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         return kernel(*args)
+
+
+@lru_cache(maxsize=None)
+def _serial_twin(kernel):
+    """``kernel``'s function compiled without threads (``prange`` runs as ``range``), on first use. Not in
+    numba's disk cache: it tells two compilations of one function apart by their signature only."""
+    return njit(nogil=True)(kernel.py_func)
 
 
 @njit(cache=True, nogil=True)

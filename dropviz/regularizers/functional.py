@@ -137,10 +137,7 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     local = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
     sample_args = (_blocks._storage(values).numpy(), first, *strides, x.shape[1], height, width, within_map, gamma,
                    _stream_key(generator), local)
-    if torch.get_num_threads() > 1:
-        counts = _blocks.launch_parallel(_salient_samples_in_parallel, x.shape[0], *sample_args)
-    else:  # as in DataLoader workers: forked children, which numba's OpenMP layer ends when they launch into it
-        counts = _salient_samples_in_order(x.shape[0], *sample_args)
+    counts = _blocks.launch_parallel(_salient_samples, x.shape[0], *sample_args)
     return _flat_indices(local, counts)
 
 
@@ -151,19 +148,10 @@ def _within_map(height: int, width: int, row_stride: int, column_stride: int) ->
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _salient_samples_in_parallel(samples, *sample_args):
+def _salient_samples(samples, *sample_args):
     """:func:`_salient_sample` of every sample, on numba's threads; the samples' seed counts."""
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
-        counts[sample] = _salient_sample(sample, *sample_args)
-    return counts
-
-
-@njit(cache=True, nogil=True)
-def _salient_samples_in_order(samples, *sample_args):
-    """:func:`_salient_samples_in_parallel` on the calling thread."""
-    counts = np.empty(samples, np.int64)
-    for sample in range(samples):
         counts[sample] = _salient_sample(sample, *sample_args)
     return counts
 
