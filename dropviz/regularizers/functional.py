@@ -210,40 +210,87 @@ def _map_salience(storage, base, channel_stride, row_stride, column_stride, chan
 def _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma, state, seeds):
     """One sample's seeds, as indices ``channel * positions + position`` into ``seeds``; returns their count.
 
-    Map by map: the seed rate is ``rate = min(offset + |x| * factor, 1)``, ``offset`` and ``factor`` being 0
+    Map by map the seed rate is ``rate = min(offset + |x| * factor, 1)``, ``offset`` and ``factor`` being 0
     and ``gamma / mean`` (``gamma`` and 0 for an all-zero map), so the mean rate over a map is ``gamma``.
-    Candidates come at the map's largest rate ``c`` (its ceiling), each kept with probability ``rate / c``:
-    exactly independent Bernoulli(rate) seeds, and a few candidates per seed however salient the peak.
+    Candidates come at a rate ``c`` at least the map's largest (its peak's rate rounded up on a ladder,
+    :func:`_ladder_steps`), each kept with probability ``rate / c``: exactly independent Bernoulli(rate)
+    seeds, and a few candidates per seed however salient the peak.
 
-    The candidates are one walk through the sample's maps: an Exponential(1) variate ``E`` passes
-    ``floor(E / h)`` positions of hazard ``h = -log(1 - c)`` before the next candidate (a Geometric(c) gap),
-    and what a map leaves unspent of it carries to the next map, exponential again by memorylessness: no
-    random number is spent on a map's end. Two numbers per candidate from the sample's stream ``state``."""
-    per_map = within_map.shape[0]
-    state, exposure = _next_exponential(state)
-    n_seeds = 0
-    for channel in range(sums.shape[0]):
-        offset, factor = (0.0, gamma * per_map / sums[channel]) if sums[channel] > 0.0 else (gamma, 0.0)
-        ceiling = min(offset + peaks[channel] * factor, 1.0)
-        if ceiling <= 0.0:
-            continue
-        hazard = -math.log1p(-ceiling)
-        per_hazard = 1.0 / hazard  # 0 for hazard inf (c = 1): every position a candidate
-        map_base = base + channel * channel_stride
-        position = 0
-        while position < per_map:
-            passed = exposure * per_hazard
-            if passed >= per_map - position:  # no candidate in the rest of this map
-                exposure -= (per_map - position) * hazard
-                break
-            position += int(passed)
-            rate = min(offset + abs(np.float64(storage[map_base + within_map[position]])) * factor, 1.0)
-            state, accept = _next_uniform(state)
-            seeds[n_seeds] = channel * per_map + position  # written always, kept if accepted: no branch
-            n_seeds += accept * ceiling < rate
-            state, exposure = _next_exponential(state)
-            position += 1
-    return n_seeds
+    The candidates are the points of one Poisson process along a line on which each position of map ``m``
+    is a segment of length ``h_m = -log(1 - c_m)``, the maps one after another: a segment holds a point with
+    probability ``c_m``, independently of the others. From a candidate the walk goes to its segment's end and
+    on by an Exponential(1) variate (memoryless, so exact); the map a point falls in is found by a forward
+    scan, so a map without candidates costs no random number. A map whose ``c`` is 1 takes no room on the
+    line: all its positions are candidates, tried when the walk passes it."""
+    per_map, channels = within_map.shape[0], sums.shape[0]
+    maps = np.empty((4, channels + 1))
+    offsets, factors, ceilings, starts = maps[0], maps[1], maps[2], maps[3]
+    for m in range(channels):
+        offsets[m], factors[m] = (0.0, gamma * per_map / sums[m]) if sums[m] > 0.0 else (gamma, 0.0)
+        ceilings[m] = min(offsets[m] + peaks[m] * factors[m], 1.0)
+    steps = _ladder_steps(ceilings[:channels])
+    line = 0.0
+    for m in range(channels):
+        starts[m] = line
+        line += per_map * _LADDER_HAZARDS[steps[m]]  # 0 where c is 1
+    starts[channels] = line
+    n_seeds, m = 0, 0
+    state, point = _next_exponential(state)
+    while True:
+        while m < channels and starts[m + 1] <= point:  # passes the maps before the point
+            if _LADDER_RATES[steps[m]] == 1.0:
+                state, n_seeds = _try_candidates(storage, base + m * channel_stride, within_map, 0, per_map,
+                                                 offsets[m], factors[m], 1.0, m * per_map, state, seeds, n_seeds)
+            m += 1
+        if m == channels:
+            return n_seeds
+        step = steps[m]
+        position = min(int((point - starts[m]) * _LADDER_PER_HAZARD[step]), per_map - 1)
+        state, n_seeds = _try_candidates(storage, base + m * channel_stride, within_map, position, position + 1,
+                                         offsets[m], factors[m], _LADDER_RATES[step], m * per_map, state, seeds,
+                                         n_seeds)
+        state, exposure = _next_exponential(state)
+        point = starts[m] + (position + 1) * _LADDER_HAZARDS[step] + exposure
+
+
+@njit(inline="always")
+def _try_candidates(storage, map_base, within_map, first, stop, offset, factor, ceiling, map_index, state, seeds,
+                    n_seeds):
+    """The candidates at positions ``first`` to ``stop - 1`` of a map: each kept with probability
+    ``rate / ceiling`` as seed ``map_index + position``. The stream's state and the seed count after them."""
+    for position in range(first, stop):
+        rate = min(offset + abs(np.float64(storage[map_base + within_map[position]])) * factor, 1.0)
+        state, accept = _next_uniform(state)
+        seeds[n_seeds] = map_index + position  # written always, kept if accepted: no branch
+        n_seeds += accept * ceiling < rate
+    return state, n_seeds
+
+
+# A map's candidate rate is its largest seed rate rounded up to a float with 3 mantissa bits (at most 12.5%
+# more candidates), from 2^-64 (any smaller rate rounds up to it) to 1: its hazard -log(1 - c) and the inverse
+# are then looked up rather than computed per map. The hazard of rate 1 (infinite) is stored as 0: such a map
+# takes no room on the walk's line (see _thin_sample).
+_LADDER_BITS = 52 - 3
+
+
+def _rate_ladder() -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The ladder's lowest step (as the rate's bits shifted), its rates, their hazards and inverse hazards."""
+    def step(rate: float) -> int:
+        return int(np.array(rate).view(np.uint64)) >> _LADDER_BITS
+    rates = (np.arange(step(2.0 ** -64), step(1.0) + 1, dtype=np.uint64) << np.uint64(_LADDER_BITS)).view(np.float64)
+    hazards = -np.log1p(-rates[:-1])
+    return step(2.0 ** -64), rates, np.append(hazards, 0.0), np.append(1.0 / hazards, 0.0)
+
+
+_LADDER_LOWEST, _LADDER_RATES, _LADDER_HAZARDS, _LADDER_PER_HAZARD = _rate_ladder()
+_LADDER_ROUND_UP, _LADDER_SHIFT = np.uint64((1 << _LADDER_BITS) - 1), np.uint64(_LADDER_BITS)
+
+
+@njit(inline="always")
+def _ladder_steps(rates):
+    """The ladder step of each of ``rates`` (in [0, 1]; NaN goes to the top): the lowest at or above it."""
+    rounded = (rates.view(np.uint64) + _LADDER_ROUND_UP) >> _LADDER_SHIFT
+    return np.minimum(np.maximum(rounded.astype(np.int64) - _LADDER_LOWEST, 0), _LADDER_RATES.shape[0] - 1)
 
 
 @njit(cache=True, nogil=True)
@@ -300,9 +347,53 @@ def _next_uniform(state):
 
 @njit(inline="always")
 def _next_exponential(state):
-    """The next state and an Exponential(1) variate, ``-log`` of a uniform on (0, 1]."""
-    state, bits = _next_bits(state)
-    return state, -math.log((np.float64(bits >> _SHIFTS[3]) + 1.0) * _ULP)
+    """The next state and an Exponential(1) variate, by a ziggurat (Marsaglia & Tsang, J. Stat. Softw. 2000):
+    one of 256 layers of equal area under ``exp(-x)`` picked by 8 bits, a point along it by 53 more; it lies
+    under the curve without a test 99% of the time. No logarithm on that path: it is the walk's critical path."""
+    while True:
+        state, bits = _next_bits(state)
+        layer = bits & _ZIGGURAT_LAYER
+        x = np.float64(bits >> _SHIFTS[3]) * _ULP * _ZIGGURAT_WIDTH[layer]
+        if x < _ZIGGURAT_INNER[layer]:
+            return state, x
+        if layer == 0:  # beyond the base layer's edge r: r plus an Exponential(1), by memorylessness
+            state, bits = _next_bits(state)
+            return state, _ZIGGURAT_INNER[0] - math.log((np.float64(bits >> _SHIFTS[3]) + 1.0) * _ULP)
+        state, height = _next_uniform(state)  # in the layer's wedge: under the curve?
+        if _ZIGGURAT_LOW[layer] + height * (_ZIGGURAT_HIGH[layer] - _ZIGGURAT_LOW[layer]) < math.exp(-x):
+            return state, x
+
+
+def _exponential_ziggurat(layers: int = 256) -> tuple[np.ndarray, ...]:
+    """Per layer: the width a point is drawn across, the edge inside which it is under ``exp(-x)`` without a
+    test, and the heights of the layer's bottom and top. Edges ``r = x_0 > x_1 > ... > x_{n-1} = 0``: layer 0
+    is the base ``[0, r] x [0, e^-r]`` plus the tail beyond ``r``, of area ``v = e^-r (r + 1)``; layer ``i``
+    is ``[0, x_{i-1}] x [e^-x_{i-1}, e^-x_i]``, of area ``v`` too; ``r`` is set (by bisection) so that the
+    top layer ends at height 1."""
+    def edges(r: float) -> tuple[float, list[float]]:
+        area, x = math.exp(-r) * (r + 1.0), [r]
+        for _ in range(layers - 2):
+            height = math.exp(-x[-1]) + area / x[-1]
+            if height >= 1.0:
+                return -1.0, x  # r too small: the layers reach the top too soon
+            x.append(-math.log(height))
+        return x[-1] * (1.0 - math.exp(-x[-1])) - area, x  # the top layer's area minus v
+    low, high = 1.0, 20.0
+    for _ in range(100):
+        r = (low + high) / 2
+        if edges(r)[0] > 0.0:
+            high = r
+        else:
+            low = r
+    r = low
+    x = np.array(edges(r)[1] + [0.0])
+    base_width = (r + 1.0)  # v / e^-r
+    heights = np.exp(-x)
+    return (np.append(base_width, x[:-1]), x, np.append(0.0, heights[:-1]), np.append(math.exp(-r), heights[1:]))
+
+
+_ZIGGURAT_WIDTH, _ZIGGURAT_INNER, _ZIGGURAT_LOW, _ZIGGURAT_HIGH = _exponential_ziggurat()
+_ZIGGURAT_LAYER = np.uint64(len(_ZIGGURAT_WIDTH) - 1)
 
 
 def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,

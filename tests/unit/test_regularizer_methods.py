@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from numba import njit
 from torch import nn
 
 from dropviz.regularizers import (Disout, DropBlock2d, DropCluster, DropPath, MultiSampleDropout,
@@ -433,6 +435,43 @@ def test_probdropblock_sparse_draw_reads_any_float_dtype_and_strided_views():
     assert want.numel() > 0
     for same in (x.double(), x.bfloat16(), wide[..., ::2]):
         assert torch.equal(F_.prob_drop_block_draw(same, 0.3, 3, torch.Generator().manual_seed(1)).dropped, want)
+
+
+@njit
+def _stream_exponentials(n, key):
+    out, state = np.empty(n), np.uint64(key)
+    for i in range(n):
+        state, out[i] = F_._next_exponential(state)
+    return out
+
+
+def test_stream_exponentials_are_exponential():
+    """The ziggurat's variates against Exp(1), 10^6 of them: the Kolmogorov-Smirnov distance within the 0.1%
+    critical value 1.95 / sqrt(n); and the two slow paths have their share: beyond the base layer's edge r
+    (the tail, probability e^-r = 4.5e-4) and beyond 2 (wedges included), each count within 5 SD of its
+    Binomial mean."""
+    n = 1_000_000
+    values = np.sort(_stream_exponentials(n, 12345))
+    cdf = -np.expm1(-values)
+    distance = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
+    assert distance < 1.95 / math.sqrt(n)
+    for edge in (F_._ZIGGURAT_INNER[0], 2.0):
+        p = math.exp(-edge)
+        assert abs((values > edge).sum() - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+
+
+def test_rate_ladder_rounds_up_by_at_most_an_eighth():
+    """A map's candidate rate is its largest seed rate rounded up, at most 12.5% above it (from 2^-64 on);
+    rates of 0 and below 2^-64 get the lowest step, NaN the top (1: every position a candidate)."""
+    rates = np.concatenate([np.geomspace(2.0 ** -64, 1.0, 5000), [0.0, 1e-30, 0.9375, 1.0, np.nan]])
+    ladder = F_._LADDER_RATES[njit(lambda r: F_._ladder_steps(r))(rates)]
+    ordinary = rates[:5000]
+    assert (ladder[:5000] >= ordinary).all() and (ladder[:5000] <= ordinary * 1.125).all()
+    assert ladder[5000] == ladder[5001] == 2.0 ** -64
+    assert ladder[5002] == 0.9375 and ladder[5003] == 1.0 and ladder[5004] == 1.0
+    hazards = F_._LADDER_HAZARDS[:-1]
+    assert np.allclose(hazards, -np.log1p(-F_._LADDER_RATES[:-1]), rtol=1e-15)
+    assert np.allclose(F_._LADDER_PER_HAZARD[:-1] * hazards, 1.0, rtol=1e-15)
 
 
 def test_disout_std_matches_torch_std():
