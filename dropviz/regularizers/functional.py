@@ -379,17 +379,16 @@ def _exponential_ziggurat(layers: int = 256) -> tuple[np.ndarray, ...]:
             x.append(-math.log(height))
         return x[-1] * (1.0 - math.exp(-x[-1])) - area, x  # the top layer's area minus v
     low, high = 1.0, 20.0
-    for _ in range(100):
+    while (low + high) / 2 not in (low, high):  # until the two are adjacent floats
         r = (low + high) / 2
         if edges(r)[0] > 0.0:
             high = r
         else:
             low = r
-    r = low
-    x = np.array(edges(r)[1] + [0.0])
-    base_width = (r + 1.0)  # v / e^-r
+    x = np.array(edges(low)[1] + [0.0])
     heights = np.exp(-x)
-    return (np.append(base_width, x[:-1]), x, np.append(0.0, heights[:-1]), np.append(math.exp(-r), heights[1:]))
+    # the base layer is drawn across v / e^-r = r + 1: beyond r, a point falls in the tail
+    return np.append(low + 1.0, x[:-1]), x, np.append(0.0, heights[:-1]), heights
 
 
 _ZIGGURAT_WIDTH, _ZIGGURAT_INNER, _ZIGGURAT_LOW, _ZIGGURAT_HIGH = _exponential_ziggurat()
