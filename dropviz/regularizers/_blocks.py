@@ -13,10 +13,11 @@ Two samplers give the same distribution (i.i.d. Bernoulli(gamma) seeds on the va
 - ``sparse`` (CPU): seeds are rare (about ``p / k^2`` of the positions), so draw only the seeds: the gaps
   between successive seeds of a Bernoulli(gamma) sequence are i.i.d. Geometric(gamma), and their cumulative
   sum gives the seed positions with exactly the dense law (:func:`bernoulli_positions`). The dropped units
-  are listed once each (:func:`block_offsets`, one compiled pass with a per-map bitmap), which gives the
-  kept fraction without counting, and the output is ``x * scale`` with those units zeroed
-  (:class:`_DropUnits`): no Bernoulli draw per unit, no pooling, no mask tensor; the backward pass is the
-  same op on the gradient.
+  are kept as whole blocks (:class:`Blocks`: each block's first unit, a per-shape table does the rest),
+  their distinct units counted in one compiled pass with a per-map bitmap (the kept fraction), and the output
+  is ``x * scale`` with the blocks zeroed (:class:`_DropUnits`): no Bernoulli draw per unit, no pooling, no
+  mask tensor, no list of units; the backward pass is the same op on the gradient. Where each unit needs a
+  value of its own (Disout) the units are listed once each (:meth:`Blocks.units`).
 """
 from __future__ import annotations
 
@@ -145,18 +146,18 @@ def _geometric_walk(log_complements, per_log_miss, last, total):
 
 
 def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], layout: torch.memory_format,
-                  block: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Storage offsets of every dropped unit of a mask of ``mask_shape`` in memory format ``layout``, each once,
-    and of each block's first unit.
+                  block: tuple[int, ...], listed: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """Storage offsets of every dropped unit of a mask of ``mask_shape`` in memory format ``layout``, each once
+    (only if ``listed``, else empty), of each block's first unit, and the number of distinct units.
 
     ``seeds`` are sorted flat indices (int64) of block starts on the valid grid ``(N, C, *valid)``. Where
-    blocks overlap, a unit is listed only under the first block (in seed order) that covers it.
+    blocks overlap, a unit is listed (and counted) only under the first block (in seed order) that covers it.
     """
     plan = _offsets_plan(tuple(mask_shape), layout, tuple(block))
-    units = np.empty(seeds.shape[0] * plan.units_per_block, plan.offset_dtype)
+    units = np.empty(seeds.shape[0] * plan.units_per_block if listed else 0, plan.offset_dtype)
     starts = np.empty(seeds.shape[0], np.int64)
     n_units = _union_offsets(seeds, mask_shape[1], plan.strides[0], plan.strides[1], *plan.geometry, units, starts)
-    return units[:n_units], starts
+    return units[:n_units], starts, n_units
 
 
 class _OffsetsPlan(NamedTuple):
@@ -200,10 +201,12 @@ def _block_geometry(mask_shape: tuple[int, ...], strides: tuple[int, ...],
 @njit(cache=True, nogil=True)
 def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage, seed_unit, block_storage,
                    block_unit, units, starts):
-    """:func:`block_offsets`' one pass, into ``units`` and ``starts``; returns the number of units. The seeds
-    of one map come together (they are sorted): a map's only seed lists its whole block; where a map has
-    several, a bitmap of its units, cleared between maps, tells which units an earlier block already listed."""
+    """:func:`block_offsets`' one pass, into ``starts`` and (unless it is empty) ``units``; returns the number
+    of distinct units. The seeds of one map come together (they are sorted): a map's only seed has its whole
+    block; where a map has several, a bitmap of its units, cleared between maps, tells which units an earlier
+    block already had."""
     per_map = seed_storage.shape[0]
+    listing = units.shape[0] > 0
     taken = np.zeros(block_unit[-1] + seed_unit[-1] + 1, np.bool_)  # every unit of a map
     touched = np.empty(taken.shape[0], np.int64)
     n_units, n_touched, map_first, map_storage = 0, 0, -per_map, 0
@@ -221,8 +224,9 @@ def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage,
         first_in_map = i == 0 or seeds[i - 1] < map_first
         last_in_map = i + 1 == seeds.shape[0] or seeds[i + 1] >= map_first + per_map
         if first_in_map and last_in_map:  # alone in its map: no overlap to check
-            for j in range(block_storage.shape[0]):
-                units[n_units + j] = start + block_storage[j]
+            if listing:
+                for j in range(block_storage.shape[0]):
+                    units[n_units + j] = start + block_storage[j]
             n_units += block_storage.shape[0]
             continue
         for j in range(block_storage.shape[0]):
@@ -231,9 +235,38 @@ def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage,
                 taken[unit] = True
                 touched[n_touched] = unit
                 n_touched += 1
-                units[n_units] = start + block_storage[j]
+                if listing:
+                    units[n_units] = start + block_storage[j]
                 n_units += 1
     return n_units
+
+
+class Blocks(NamedTuple):
+    """The units of a sparse block draw, as whole blocks: unit ``j`` of block ``i`` is at storage offset
+    ``starts[i] + within[j]``. Blocks may overlap, so writing zeros block by block (:func:`store_at`) writes a
+    unit twice at most, which costs less than listing the units each once on every draw. ``count`` is the
+    number of distinct units (the kept fraction needs it); :meth:`units` lists them each once, for writes of
+    a value per unit (Disout)."""
+
+    starts: np.ndarray
+    within: np.ndarray
+    count: int
+    seeds: np.ndarray
+    mask_shape: tuple[int, ...]
+    layout: torch.memory_format
+    block: tuple[int, ...]
+
+    def numel(self) -> int:
+        return self.count
+
+    def units(self) -> torch.Tensor:
+        """The distinct units' storage offsets, each once (in seed order, as :func:`block_offsets` lists them)."""
+        return torch.from_numpy(block_offsets(self.seeds, self.mask_shape, self.layout, self.block)[0])
+
+
+def unit_offsets(dropped: torch.Tensor | Blocks) -> torch.Tensor:
+    """The storage offsets of ``dropped``'s units, each once: a tensor of them as it is, or :meth:`Blocks.units`."""
+    return dropped.units() if isinstance(dropped, Blocks) else dropped
 
 
 def cluster_offsets(triples: np.ndarray, labels: np.ndarray, n_clusters: int, shape: tuple[int, ...],
@@ -260,14 +293,15 @@ def cluster_offsets(triples: np.ndarray, labels: np.ndarray, n_clusters: int, sh
 class BlockDraw(NamedTuple):
     """One block-mask draw for a mask of ``shape`` ``(N, C or 1, *spatial)`` in ``x``'s memory format.
 
-    The dense sampler gives ``keep``, a bool map (True = kept); the sparse one gives ``dropped``, the
-    storage offsets of the dropped units, each once, so the mask is built by one fill and one scatter.
+    The dense sampler gives ``keep``, a bool map (True = kept); the sparse ones give ``dropped``, the dropped
+    units (:class:`Blocks` for block draws, storage offsets each once otherwise), so the mask is built by one
+    fill and one scatter.
     ``seeds`` (only when asked, ``x``'s dtype) marks the seed centres.
     """
 
     shape: tuple[int, ...]
     keep: torch.Tensor | None
-    dropped: torch.Tensor | None
+    dropped: torch.Tensor | Blocks | None
     seeds: torch.Tensor | None
 
 
@@ -396,12 +430,14 @@ def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockD
 
 
 def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,
-                      with_seeds: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Storage offsets of the dropped units (each once) of a mask of ``mask_shape`` in ``x``'s memory
-    format, from the sorted flat indices of block starts on the valid grid (N, C, *valid); and, if asked,
-    the seed-centre map."""
-    units, starts = block_offsets(np.asarray(seeds, dtype=np.int64), mask_shape, memory_format(x), block)
-    dropped = torch.from_numpy(units).to(x.device)
+                      with_seeds: bool) -> tuple[Blocks, torch.Tensor | None]:
+    """The dropped units (as :class:`Blocks`) of a mask of ``mask_shape`` in ``x``'s memory format (on the
+    CPU), from the sorted flat indices of block starts on the valid grid (N, C, *valid); and, if asked, the
+    seed-centre map."""
+    seeds, layout = np.asarray(seeds, dtype=np.int64), memory_format(x)
+    _, starts, count = block_offsets(seeds, mask_shape, layout, block, listed=False)
+    plan = _offsets_plan(tuple(mask_shape), layout, tuple(block))
+    dropped = Blocks(starts, plan.geometry[2], count, seeds, tuple(mask_shape), layout, tuple(block))
     if not with_seeds:
         return dropped, None
     seed_map = _filled(mask_shape, x, 0.0)
@@ -448,25 +484,32 @@ def sparse_scale(draw: BlockDraw) -> float:
 _SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def store_at(out: torch.Tensor, offsets: torch.Tensor, values: torch.Tensor | None) -> None:
-    """Write 0, or ``values`` (``out``'s dtype, one per offset), at distinct storage ``offsets`` of the dense
-    tensor ``out``. On the CPU a compiled loop of bitwise stores (any float dtype, bfloat16 included: they are
-    copied as integers of the same size), a fraction of ``index_fill_``'s cost on a freshly written tensor."""
-    if out.device.type != "cpu" and values is None:
-        _storage(out).index_fill_(0, offsets, 0.0)
-    elif out.device.type != "cpu":
-        _storage(out).index_copy_(0, offsets, values)
-    else:
-        integer = _SAME_SIZE_INT[out.element_size()]
-        storage = _storage(out).view(integer).numpy()
-        bits = np.zeros(1, storage.dtype) if values is None else values.view(integer).numpy()
-        threads = torch.get_num_threads()
-        if threads > 1 and offsets.shape[0] >= PARALLEL_MIN_STORES:
-            launch_parallel(_scatter_in_chunks, storage, offsets.numpy(), bits, threads)
+def store_at(out: torch.Tensor, dropped: torch.Tensor | Blocks, values: torch.Tensor | None) -> None:
+    """Write 0, or ``values`` (``out``'s dtype, one per offset), at the distinct storage offsets ``dropped``
+    of the dense tensor ``out``, or write 0 over :class:`Blocks`. On the CPU a compiled loop of bitwise stores
+    (any float dtype, bfloat16 included: they are copied as integers of the same size), a fraction of
+    ``index_fill_``'s cost on a freshly written tensor."""
+    if isinstance(dropped, Blocks) and values is not None:
+        raise ValueError("values are written at listed units (Blocks.units()), not over blocks")
+    if out.device.type != "cpu":
+        offsets = unit_offsets(dropped).to(out.device, torch.int64)
+        if values is None:
+            _storage(out).index_fill_(0, offsets, 0.0)
         else:
-            _scatter(storage, offsets.numpy(), bits, 0, offsets.shape[0])
+            _storage(out).index_copy_(0, offsets, values)
+        return
+    integer = _SAME_SIZE_INT[out.element_size()]
+    storage = _storage(out).view(integer).numpy()
+    bits = np.zeros(1, storage.dtype) if values is None else values.view(integer).numpy()
+    firsts, within = (dropped.starts, dropped.within) if isinstance(dropped, Blocks) else (dropped.numpy(), _ONE_UNIT)
+    threads = torch.get_num_threads()
+    if threads > 1 and firsts.shape[0] * within.shape[0] >= PARALLEL_MIN_STORES:
+        launch_parallel(_scatter_in_chunks, storage, firsts, within, bits, threads)
+    else:
+        _scatter(storage, firsts, within, bits, 0, firsts.shape[0])
 
 
+_ONE_UNIT = np.zeros(1, np.int64)  # a listed unit as a block of one
 # Below this many units one thread writes them: waking numba's threads costs more than it saves.
 PARALLEL_MIN_STORES = 1 << 14
 # One parallel launch at a time: numba's fallback thread pool (workqueue, where neither OpenMP nor TBB loads)
@@ -499,50 +542,53 @@ def _serial_twin(kernel):
 
 
 @njit(cache=True, nogil=True)
-def _scatter(storage, offsets, values, start, stop):
-    """``storage[offsets[i]] = values[i]`` for ``start <= i < stop``, ``values`` of one element broadcast."""
+def _scatter(storage, firsts, within, values, start, stop):
+    """``storage[firsts[i] + within[j]] = values[i]`` for ``start <= i < stop`` and every ``j``, ``values`` of
+    one element broadcast (``within`` is ``[0]`` for listed units)."""
     if values.shape[0] == 1:
         for i in range(start, stop):
-            storage[offsets[i]] = values[0]
+            for j in range(within.shape[0]):
+                storage[firsts[i] + within[j]] = values[0]
     else:
         for i in range(start, stop):
-            storage[offsets[i]] = values[i]
+            for j in range(within.shape[0]):
+                storage[firsts[i] + within[j]] = values[i]
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _scatter_in_chunks(storage, offsets, values, chunks):
-    """:func:`_scatter` of all offsets in ``chunks`` parallel pieces (the offsets are distinct). Inside a
-    training step a serial write leaves torch's other threads idle: at batch 128 on 2 threads this took
-    about 1% off a ResNet-20 DropBlock step (two same-run swaps: 0.9% and 1.4%)."""
-    size = -(-offsets.shape[0] // chunks)
+def _scatter_in_chunks(storage, firsts, within, values, chunks):
+    """:func:`_scatter` of all of ``firsts`` in ``chunks`` parallel pieces (overlapping blocks write the same
+    value, so the order does not matter). Inside a training step a serial write leaves torch's other threads
+    idle: at batch 128 on 2 threads this took about 1% off a ResNet-20 DropBlock step (two same-run swaps: 0.9%
+    and 1.4%)."""
+    size = -(-firsts.shape[0] // chunks)
     for chunk in prange(chunks):
-        _scatter(storage, offsets, values, chunk * size, min((chunk + 1) * size, offsets.shape[0]))
+        _scatter(storage, firsts, within, values, chunk * size, min((chunk + 1) * size, firsts.shape[0]))
 
 
 class _DropUnits(torch.autograd.Function):
-    """``x * scale`` with the units at storage offsets ``dropped`` set to 0, or to ``values`` (Disout). The
-    gradient is the same op on the incoming gradient (zeros there: ``values`` are constants), so only the
-    offsets are saved: no mask is ever materialised, each direction is one pass plus a sparse write."""
+    """``x * scale`` with the units ``dropped`` (storage offsets, or :class:`Blocks`) set to 0, or to
+    ``values`` (Disout). The gradient is the same op on the incoming gradient (zeros there: ``values`` are
+    constants), so only the units are kept: no mask is ever materialised, each direction is one pass plus a
+    sparse write."""
 
     @staticmethod
     def forward(ctx, x, dropped, scale, values, memory_format):
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
         torch.mul(x, scale, out=out)
         store_at(out, dropped, values)
-        ctx.save_for_backward(dropped)
-        ctx.scale, ctx.memory_format = scale, memory_format
+        ctx.dropped, ctx.scale, ctx.memory_format = dropped, scale, memory_format  # an index: no autograd state
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (dropped,) = ctx.saved_tensors
-        return _DropUnits.apply(grad, dropped, ctx.scale, None, ctx.memory_format), None, None, None, None
+        return _DropUnits.apply(grad, ctx.dropped, ctx.scale, None, ctx.memory_format), None, None, None, None
 
 
-def drop_units(x: torch.Tensor, dropped: torch.Tensor, scale: float,
+def drop_units(x: torch.Tensor, dropped: torch.Tensor | Blocks, scale: float,
                values: torch.Tensor | None = None) -> torch.Tensor:
-    """``x * scale`` with the units at storage offsets ``dropped`` (in ``x``'s memory format, each once) set
-    to 0 or to ``values``; differentiable (see :class:`_DropUnits`)."""
+    """``x * scale`` with the units ``dropped`` (storage offsets in ``x``'s memory format, each once, or
+    :class:`Blocks`) set to 0 or to ``values``; differentiable (see :class:`_DropUnits`)."""
     return _DropUnits.apply(x, dropped, scale, values, memory_format(x))
 
 

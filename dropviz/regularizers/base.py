@@ -6,13 +6,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ._blocks import Blocks
+
 
 class SparseDrop(NamedTuple):
     """One training-mode application written as the units it overwrites: ``forward(x)`` is ``scale * x`` with
-    the units at storage offsets ``dropped`` (``x``'s memory format, each once) set to ``values``, or to 0
-    where ``values`` is None."""
+    the units ``dropped`` set to ``values``, or to 0 where ``values`` is None. ``dropped`` holds storage
+    offsets (``x``'s memory format, each once), or for zeros over blocks :class:`Blocks`."""
 
-    dropped: torch.Tensor
+    dropped: torch.Tensor | Blocks
     values: torch.Tensor | None
     scale: float
 

@@ -160,16 +160,17 @@ class Disout(Regularizer):
     @staticmethod
     def _distort_units(x, draw, sigma, generator) -> SparseDrop:
         """A sparse draw's distortion: noise only at the dropped units (each listed once)."""
-        values = torch.randn(draw.dropped.shape, generator=generator, device=x.device)
+        dropped = _blocks.unit_offsets(draw.dropped).to(x.device)
+        values = torch.randn(dropped.shape, generator=generator, device=x.device)
         if sigma.numel() == 1:
             values *= sigma.item()
         else:
             channel_stride = _blocks.mask_strides(x.shape, x)[1]
             if values.device.type == "cpu":
-                _scale_by_channel(values.numpy(), draw.dropped.numpy(), sigma.numpy(), channel_stride, x.shape[1])
+                _scale_by_channel(values.numpy(), dropped.numpy(), sigma.numpy(), channel_stride, x.shape[1])
             else:
-                values *= sigma[(draw.dropped // channel_stride) % x.shape[1]]
-        return SparseDrop(draw.dropped, values.to(x.dtype), _blocks.sparse_scale(draw))
+                values *= sigma[(dropped // channel_stride) % x.shape[1]]
+        return SparseDrop(dropped, values.to(x.dtype), _blocks.sparse_scale(draw))
 
     def has_sparse_draw(self, x: torch.Tensor) -> bool:
         """In training mode on the CPU where the blocks cover little (the sparse sampler)."""

@@ -28,16 +28,17 @@ class _ReLUThenDrop(torch.autograd.Function):
         drop = regularizer.sparse_draw(h, generator)  # after the ReLU: the draw may read its output
         _blocks.store_at(h, drop.dropped, drop.values)
         ctx.distorted = drop.values is not None
-        ctx.save_for_backward(h, drop.dropped if ctx.distorted else None)
+        ctx.save_for_backward(h)
+        ctx.dropped = drop.dropped if ctx.distorted else None  # an index: no autograd state
         return h, drop.scale  # a Python number: no gradient, and multiplying by it is the cheaper op
 
     @staticmethod
     def backward(ctx, grad, _):
-        h, dropped = ctx.saved_tensors
+        (h,) = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, h, 0)
         if ctx.distorted:  # written values may be positive; they are constants all the same
             grad = grad.contiguous(memory_format=_blocks.memory_format(h))
-            _blocks.store_at(grad, dropped, None)
+            _blocks.store_at(grad, ctx.dropped, None)
         return grad, None, None
 
 
@@ -56,17 +57,17 @@ class _DropAddReLU(torch.autograd.Function):
         ctx.mark_dirty(branch)
         out = torch.add(shortcut, branch, alpha=scale).relu_()
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(out, dropped)
-        ctx.scale, ctx.layout = scale, (branch.shape, branch.stride())
+        ctx.save_for_backward(out)
+        ctx.dropped, ctx.scale, ctx.layout = dropped, scale, (branch.shape, branch.stride())
         return out, branch
 
     @staticmethod
     def backward(ctx, grad, _):
-        out, dropped = ctx.saved_tensors
+        (out,) = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, out, 0)
         grad_branch = torch.empty_strided(*ctx.layout, dtype=grad.dtype, device=grad.device)
         torch.mul(grad, ctx.scale, out=grad_branch)
-        _blocks.store_at(grad_branch, dropped, None)
+        _blocks.store_at(grad_branch, ctx.dropped, None)
         return grad_branch, grad, None, None, None
 
 

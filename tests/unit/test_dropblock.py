@@ -186,8 +186,9 @@ def test_samplers_agree_on_the_same_seeds():
     dropped, seeds_b = _blocks.expand_seed_index(index, (3, 5, 12, 10), (4, 4), x, True)
     by_index = _blocks.keep_mask(_blocks.BlockDraw(x.shape, None, dropped, None), x)
     assert torch.equal(by_map.float(), by_index) and torch.equal(seeds_a, seeds_b)
-    # every dropped unit is listed exactly once (blocks overlap in the maps with several seeds)
-    assert torch.equal(dropped.sort().values, (by_index == 0).flatten().nonzero().flatten())
+    # every dropped unit is counted and listed exactly once (blocks overlap in the maps with several seeds)
+    zeros = (by_index == 0).flatten().nonzero().flatten()
+    assert dropped.numel() == zeros.numel() and torch.equal(dropped.units().sort().values, zeros)
 
 
 @pytest.mark.parametrize("shape_block", [((3, 4, 9, 9), (3, 3)), ((2, 3, 10, 7), (4, 2)), ((2, 2, 6, 12), (6, 6)),
@@ -303,6 +304,37 @@ def test_store_at_writes_zeros_or_values_at_storage_offsets(dtype):
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+def _stored_on_threads(x, dropped, values, threads):
+    """A copy of ``x`` with :func:`_blocks.store_at` applied on ``threads`` of torch's threads."""
+    out, before = x.clone(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _blocks.store_at(out, dropped, values)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_zeros_over_blocks_are_zeros_at_the_listed_units(threads, layout):
+    """Writing zeros block by block (overlapping blocks write a unit twice) zeroes exactly the units listed
+    once each, serially and in parallel chunks (this draw's blocks hold more than PARALLEL_MIN_STORES units),
+    and leaves every other unit as it was; values are refused over blocks."""
+    generator = torch.Generator().manual_seed(2)
+    x = (torch.rand(32, 16, 16, 16, generator=generator) + 1.0).contiguous(memory_format=layout)
+    draw = F_.drop_block_draw(x, 0.5, 5, generator=generator, sampler="sparse")
+    blocks = draw.dropped
+    assert isinstance(blocks, _blocks.Blocks) and blocks.starts.shape[0] * 25 > _blocks.PARALLEL_MIN_STORES
+    units = blocks.units()
+    assert blocks.numel() == units.numel() < blocks.starts.shape[0] * 25  # the blocks overlap
+    out, expected = _stored_on_threads(x, blocks, None, threads), x.clone()
+    _blocks._storage(expected).index_fill_(0, units.long(), 0.0)
+    assert torch.equal(out, expected) and int((out == 0).sum()) == blocks.numel()
+    with pytest.raises(ValueError, match="listed units"):
+        _blocks.store_at(out, blocks, torch.ones(units.numel()))
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("with_values", [False, True])
 def test_store_at_in_parallel_chunks_writes_every_offset(threads, with_values):
@@ -313,13 +345,7 @@ def test_store_at_in_parallel_chunks_writes_every_offset(threads, with_values):
     count = 3 * _blocks.PARALLEL_MIN_STORES + 1
     offsets = torch.randperm(x.numel(), generator=generator)[:count]
     values = torch.randn(count, generator=generator) if with_values else None
-    out, expected = x.clone(), x.clone()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        _blocks.store_at(out, offsets, values)
-    finally:
-        torch.set_num_threads(before)
+    out, expected = _stored_on_threads(x, offsets, values, threads), x.clone()
     if values is None:
         _blocks._storage(expected).index_fill_(0, offsets, 0.0)
     else:

@@ -9,7 +9,7 @@ from torch import nn
 
 from dropviz.models import Block, build_model
 from dropviz.models import resnet
-from dropviz.regularizers import Disout, DropBlock2d, DropBlock3d, DropPath, Dropout, ProbDropBlock2d
+from dropviz.regularizers import Disout, DropBlock2d, DropBlock3d, DropPath, Dropout, ProbDropBlock2d, _blocks
 from dropviz.regularizers.fused import drop_add_relu
 
 torch.set_num_threads(1)
@@ -26,7 +26,7 @@ def _applied(x: torch.Tensor, drop) -> torch.Tensor:
     """``scale * x`` with ``drop.values`` (or 0) at its storage offsets: what a sparse draw stands for."""
     out = x.clone()  # keeps x's memory format, which the offsets refer to
     storage = out.as_strided((out.numel(),), (1,))
-    storage[drop.dropped] = 0.0 if drop.values is None else drop.values
+    storage[_blocks.unit_offsets(drop.dropped)] = 0.0 if drop.values is None else drop.values
     return out * drop.scale
 
 

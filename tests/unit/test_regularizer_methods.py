@@ -96,8 +96,10 @@ def test_disout_scales_each_distorted_unit_by_its_own_channels_std(shape, channe
     draw = F_.drop_block_draw(x, 0.1, 3, generator=torch.Generator().manual_seed(3), sampler="sparse")
     drop = module._distort_units(x, draw, sigma, torch.Generator().manual_seed(4))
     channel_map = torch.arange(shape[1]).view(1, -1, 1, 1).expand(shape).contiguous(memory_format=layout)
-    channels = _blocks._storage(channel_map)[draw.dropped.long()]
-    noise = torch.randn(draw.dropped.shape, generator=torch.Generator().manual_seed(4))
+    units = _blocks.unit_offsets(draw.dropped)
+    assert torch.equal(drop.dropped, units)  # each unit listed once, with a value of its own
+    channels = _blocks._storage(channel_map)[units.long()]
+    noise = torch.randn(units.shape, generator=torch.Generator().manual_seed(4))
     assert channels.unique().numel() == shape[1]
     assert torch.equal(drop.values, noise * sigma[channels])
 
@@ -405,7 +407,7 @@ def test_probdropblock_sparse_draw_does_not_depend_on_the_thread_count(layout):
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            draws.append(F_.prob_drop_block_draw(x, 0.2, 3, torch.Generator().manual_seed(7)).dropped)
+            draws.append(_blocks.unit_offsets(F_.prob_drop_block_draw(x, 0.2, 3, torch.Generator().manual_seed(7)).dropped))
     finally:
         torch.set_num_threads(before)
     assert draws[0].numel() > 0 and all(torch.equal(draws[0], d) for d in draws[1:])
@@ -431,10 +433,12 @@ def test_probdropblock_sparse_draw_reads_any_float_dtype_and_strided_views():
     x = (randn(16, 4, 10, 10).abs() + 0.1).bfloat16().float()  # values every dtype here holds exactly
     wide = torch.zeros(16, 4, 10, 20)
     wide[..., ::2] = x
-    want = F_.prob_drop_block_draw(x, 0.3, 3, torch.Generator().manual_seed(1)).dropped
+    def units(values):
+        return _blocks.unit_offsets(F_.prob_drop_block_draw(values, 0.3, 3, torch.Generator().manual_seed(1)).dropped)
+    want = units(x)
     assert want.numel() > 0
     for same in (x.double(), x.bfloat16(), wide[..., ::2]):
-        assert torch.equal(F_.prob_drop_block_draw(same, 0.3, 3, torch.Generator().manual_seed(1)).dropped, want)
+        assert torch.equal(units(same), want)
 
 
 @njit
