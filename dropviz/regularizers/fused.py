@@ -7,15 +7,14 @@ the same on the gradient), a few percent of a ResNet training step on the CPU wh
   own backward (gradient where the output is positive) already gives them no gradient; the scale goes to
   the caller, who folds it into the next linear op (``conv(scale * h, W) == conv(h, scale * W)``).
 - before a residual addition and ReLU (:func:`drop_add_relu`): the units are written into the branch's output
-  and the scale is the addition's ``alpha``; the backward scales the branch's gradient in the pass through
-  the ReLU (one compiled pass writes both gradients).
+  and the scale is the addition's ``alpha``; the backward scales the branch's gradient in the one pass it
+  needs anyway to differ from the shortcut's.
 
 Both give what the module gives (the same draw from the same random numbers), up to float rounding.
 """
 from __future__ import annotations
 
 import torch
-from numba import njit, prange
 
 from . import _blocks
 from .base import Regularizer, SparseDrop
@@ -65,48 +64,11 @@ class _DropAddReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad, _):
         (out,) = ctx.saved_tensors
+        grad = torch.ops.aten.threshold_backward(grad, out, 0)
         grad_branch = torch.empty_strided(*ctx.layout, dtype=grad.dtype, device=grad.device)
-        if _one_pass_ok(grad, out, grad_branch):
-            grad_shortcut = torch.empty_strided(*ctx.layout, dtype=grad.dtype, device=grad.device)
-            storages = [_blocks._storage(t).numpy() for t in (grad, out, grad_shortcut, grad_branch)]
-            scale = storages[0].dtype.type(ctx.scale)  # in the gradient's dtype, as torch.mul rounds
-            _blocks.launch_parallel(_relu_grads_in_chunks, *storages, scale, torch.get_num_threads())
-        else:
-            grad_shortcut = torch.ops.aten.threshold_backward(grad, out, 0)
-            torch.mul(grad_shortcut, ctx.scale, out=grad_branch)
+        torch.mul(grad, ctx.scale, out=grad_branch)
         _blocks.store_at(grad_branch, ctx.dropped, None)
-        return grad_branch, grad_shortcut, None, None, None
-
-
-def _one_pass_ok(grad: torch.Tensor, out: torch.Tensor, grad_branch: torch.Tensor) -> bool:
-    """Whether :func:`_relu_grads_in_chunks` can run: on the CPU, float32 or float64, and the three tensors dense
-    in one layout (their storages then line up unit by unit)."""
-    return (_blocks.sparse_ok(grad) and grad.dtype in (torch.float32, torch.float64) and out.dtype == grad.dtype
-            and grad.stride() == out.stride() == grad_branch.stride()
-            and out.is_contiguous(memory_format=_blocks.memory_format(out)))
-
-
-@njit(cache=True, nogil=True)
-def _relu_grads(grad, out, grad_shortcut, grad_branch, scale):
-    """The gradient through the ReLU (``threshold_backward``: 0 where ``out <= 0``, else ``grad``) into
-    ``grad_shortcut`` and, times ``scale``, into ``grad_branch``: the two passes of torch's ops in one. Loops
-    over the arrays' own length, so numba knows no index is negative and vectorises (over ``range(start,
-    stop)`` it checks every index for wrap-around and does not: 10 times slower here)."""
-    zero = scale - scale  # 0 in the arrays' dtype
-    for i in range(grad.shape[0]):
-        unit = zero if out[i] <= zero else grad[i]
-        grad_shortcut[i] = unit
-        grad_branch[i] = unit * scale
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _relu_grads_in_chunks(grad, out, grad_shortcut, grad_branch, scale, chunks):
-    """:func:`_relu_grads` in ``chunks`` parallel pieces. Against torch's two ops, 97 against 133 us on a
-    128x32x16x16 float32 gradient with 2 threads."""
-    size = -(-grad.shape[0] // chunks)
-    for chunk in prange(chunks):
-        start, stop = chunk * size, min((chunk + 1) * size, grad.shape[0])
-        _relu_grads(grad[start:stop], out[start:stop], grad_shortcut[start:stop], grad_branch[start:stop], scale)
+        return grad_branch, grad, None, None, None
 
 
 def drop_add_relu(branch: torch.Tensor, shortcut: torch.Tensor, drop: SparseDrop) -> torch.Tensor:

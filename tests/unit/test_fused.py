@@ -119,35 +119,3 @@ def test_drop_add_relu_refuses_a_branch_whose_output_its_producer_needs():
     out = drop_add_relu(branch, torch.randn(2, 3, 8, 8), module.sparse_draw(branch))
     with pytest.raises(RuntimeError, match="inplace"):
         out.sum().backward()
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("grad_layout", [torch.channels_last, torch.contiguous_format], ids=["same", "other"])
-def test_drop_add_relu_gradients_are_torchs_to_the_bit(threads, dtype, grad_layout):
-    """The backward's one compiled pass (both gradients through the ReLU, the branch's scaled) gives what
-    ``threshold_backward`` and ``mul`` give, bit for bit, on any thread count; a gradient in another layout
-    than the output takes torch's ops. Zero outputs (the ReLU's threshold) and NaN outputs are included."""
-    generator = torch.Generator().manual_seed(5)
-    shape = (4, 8, 12, 12)
-    branch = torch.randn(shape, generator=generator, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    shortcut = torch.randn(shape, generator=generator, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    shortcut[0, 0, 0, :3] = -branch[0, 0, 0, :3]  # outputs exactly 0
-    shortcut[0, 1, 0, 0] = float("nan")
-    grad = torch.randn(shape, generator=generator, dtype=dtype).contiguous(memory_format=grad_layout)
-    drop = DropBlock2d(0.2, 3).train().sparse_draw(branch, torch.Generator().manual_seed(1))
-    branch.requires_grad_(True), shortcut.requires_grad_(True)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        drop_add_relu(branch.clone(), shortcut, drop).backward(grad)
-    finally:
-        torch.set_num_threads(before)
-    dropped_branch = branch.detach().clone()
-    _blocks.store_at(dropped_branch, drop.dropped, None)
-    out = torch.add(shortcut.detach(), dropped_branch, alpha=drop.scale).relu_()
-    through_relu = torch.ops.aten.threshold_backward(grad, out, 0)
-    expected_branch = through_relu * drop.scale
-    _blocks._storage(expected_branch).index_fill_(0, _blocks.unit_offsets(drop.dropped).long(), 0.0)
-    assert out.isnan().any() and (out == 0).any()
-    assert torch.equal(shortcut.grad, through_relu) and torch.equal(branch.grad, expected_branch)
