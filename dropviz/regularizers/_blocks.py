@@ -355,15 +355,17 @@ def _valid_shape(spatial: tuple[int, ...], block: tuple[int, ...]) -> tuple[int,
 
 
 def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[int, ...], share_channels: bool,
-                    generator: torch.Generator | None, sampler: str, with_seeds: bool) -> BlockDraw:
+                    generator: torch.Generator | None, sampler: str, with_seeds: bool,
+                    list_units: bool = False) -> BlockDraw:
     """Draw seeds with rate ``gamma`` (a float, or a per-valid-position tensor for ProbDropBlock) and expand
-    them into blocks. ``sampler`` is ``"sparse"`` (a float ``gamma`` only), ``"dense"`` or ``"auto"``."""
+    them into blocks. ``sampler`` is ``"sparse"`` (a float ``gamma`` only), ``"dense"`` or ``"auto"``; a sparse
+    draw gives its units as :class:`Blocks`, or listed each once with ``list_units``."""
     n, c = x.shape[:2]
     spatial = tuple(x.shape[2:])
     mask_shape = (n, 1 if share_channels else c, *spatial)
     valid = _valid_shape(spatial, block)
     if resolve_sampler(sampler, isinstance(gamma, float) and sparse_blocks_ok(x, gamma, block)) == "sparse":
-        return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds)
+        return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds, list_units)
     return _dense(x, gamma, block, mask_shape, valid, generator, with_seeds)
 
 
@@ -417,7 +419,7 @@ def window_hits_by_pooling(seeds: torch.Tensor, block: tuple[int, ...]) -> torch
     return pool(F.pad(seeds, [p for k in reversed(block) for p in (k - 1, k - 1)]), block, stride=1)
 
 
-def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockDraw:
+def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds, list_units) -> BlockDraw:
     if not isinstance(gamma, float):
         raise ValueError("the sparse sampler takes one seed rate; per-position rates need sampler='dense'")
     if gamma > SPARSE_MAX_CANDIDATE_RATE:  # most positions are seeds: one uniform each, as _dense draws them
@@ -425,19 +427,22 @@ def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds) -> BlockD
         seeds = np.flatnonzero((uniform < gamma).cpu().numpy())
     else:
         seeds = bernoulli_positions(mask_shape[0] * mask_shape[1] * math.prod(valid), gamma, generator, x.device)
-    dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds)
+    dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds, list_units)
     return BlockDraw(mask_shape, None, dropped, seed_map)
 
 
 def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,
-                      with_seeds: bool) -> tuple[Blocks, torch.Tensor | None]:
-    """The dropped units (as :class:`Blocks`) of a mask of ``mask_shape`` in ``x``'s memory format (on the
-    CPU), from the sorted flat indices of block starts on the valid grid (N, C, *valid); and, if asked, the
-    seed-centre map."""
+                      with_seeds: bool, list_units: bool = False) -> tuple[Blocks | torch.Tensor, torch.Tensor | None]:
+    """The dropped units of a mask of ``mask_shape`` in ``x``'s memory format, from the sorted flat indices of
+    block starts on the valid grid (N, C, *valid): as :class:`Blocks` (on the CPU), or with ``list_units`` their
+    storage offsets each once (one pass either way); and, if asked, the seed-centre map."""
     seeds, layout = np.asarray(seeds, dtype=np.int64), memory_format(x)
-    _, starts, count = block_offsets(seeds, mask_shape, layout, block, listed=False)
-    plan = _offsets_plan(tuple(mask_shape), layout, tuple(block))
-    dropped = Blocks(starts, plan.geometry[2], count, seeds, tuple(mask_shape), layout, tuple(block))
+    units, starts, count = block_offsets(seeds, mask_shape, layout, block, listed=list_units)
+    if list_units:
+        dropped = torch.from_numpy(units).to(x.device)
+    else:
+        plan = _offsets_plan(tuple(mask_shape), layout, tuple(block))
+        dropped = Blocks(starts, plan.geometry[2], count, seeds, tuple(mask_shape), layout, tuple(block))
     if not with_seeds:
         return dropped, None
     seed_map = _filled(mask_shape, x, 0.0)
@@ -509,7 +514,7 @@ def store_at(out: torch.Tensor, dropped: torch.Tensor | Blocks, values: torch.Te
         _scatter(storage, firsts, within, bits, 0, firsts.shape[0])
 
 
-_ONE_UNIT = np.zeros(1, np.int64)  # a listed unit as a block of one
+_ONE_UNIT = np.zeros(1, np.int64)  # listed units, to _scatter: blocks of one unit
 # Below this many units one thread writes them: waking numba's threads costs more than it saves.
 PARALLEL_MIN_STORES = 1 << 14
 # One parallel launch at a time: numba's fallback thread pool (workqueue, where neither OpenMP nor TBB loads)
@@ -544,15 +549,18 @@ def _serial_twin(kernel):
 @njit(cache=True, nogil=True)
 def _scatter(storage, firsts, within, values, start, stop):
     """``storage[firsts[i] + within[j]] = values[i]`` for ``start <= i < stop`` and every ``j``, ``values`` of
-    one element broadcast (``within`` is ``[0]`` for listed units)."""
-    if values.shape[0] == 1:
+    one element broadcast. Blocks (``within`` longer than one unit) take one value; listed units (``within``
+    is ``[0]``) loop without the inner loop, which would cost them a quarter more."""
+    if within.shape[0] > 1:
         for i in range(start, stop):
             for j in range(within.shape[0]):
                 storage[firsts[i] + within[j]] = values[0]
+    elif values.shape[0] == 1:
+        for i in range(start, stop):
+            storage[firsts[i]] = values[0]
     else:
         for i in range(start, stop):
-            for j in range(within.shape[0]):
-                storage[firsts[i] + within[j]] = values[i]
+            storage[firsts[i]] = values[i]
 
 
 @njit(cache=True, nogil=True, parallel=True)

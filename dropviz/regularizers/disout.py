@@ -139,7 +139,7 @@ class Disout(Regularizer):
     def stages(self, x, generator, explain):
         check_rank(x, (4,), "(N, C, H, W)")
         draw = F_.drop_block_draw(x, self.drop_prob, self.block_size, False, generator, self.exact_rate,
-                                  with_seeds=explain)
+                                  with_seeds=explain, list_units=True)
         sigma = self.distortion_std(x, generator)
         if draw.dropped is not None:
             drop = self._distort_units(x, draw, sigma, generator)
@@ -160,7 +160,7 @@ class Disout(Regularizer):
     @staticmethod
     def _distort_units(x, draw, sigma, generator) -> SparseDrop:
         """A sparse draw's distortion: noise only at the dropped units (each listed once)."""
-        dropped = _blocks.unit_offsets(draw.dropped).to(x.device)
+        dropped = draw.dropped  # listed each once (list_units)
         values = torch.randn(dropped.shape, generator=generator, device=x.device)
         if sigma.numel() == 1:
             values *= sigma.item()
@@ -180,7 +180,8 @@ class Disout(Regularizer):
     def sparse_draw(self, x, generator=None) -> SparseDrop:
         if not self.has_sparse_draw(x):
             return super().sparse_draw(x, generator)
-        draw = F_.drop_block_draw(x, self.drop_prob, self.block_size, False, generator, self.exact_rate)
+        draw = F_.drop_block_draw(x, self.drop_prob, self.block_size, False, generator, self.exact_rate,
+                                  list_units=True)
         return self._distort_units(x, draw, self.distortion_std(x, generator), generator)
 
     def extra_repr(self) -> str:

