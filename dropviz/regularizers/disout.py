@@ -161,7 +161,10 @@ class Disout(Regularizer):
     def _distort_units(x, draw, sigma, generator) -> SparseDrop:
         """A sparse draw's distortion: noise only at the dropped units (each listed once)."""
         dropped = draw.dropped  # listed each once (list_units)
-        values = torch.randn(dropped.shape, generator=generator, device=x.device)
+        if x.device.type == "cpu":  # our streams' normals: twice as fast as torch.randn on the CPU
+            values = torch.from_numpy(F_.standard_normals(dropped.shape[0], generator))
+        else:
+            values = torch.randn(dropped.shape, generator=generator, device=x.device)
         if sigma.numel() == 1:
             values *= sigma.item()
         else:

@@ -99,7 +99,7 @@ def test_disout_scales_each_distorted_unit_by_its_own_channels_std(shape, channe
     channel_map = torch.arange(shape[1]).view(1, -1, 1, 1).expand(shape).contiguous(memory_format=layout)
     units = draw.dropped
     channels = _blocks._storage(channel_map)[units.long()]
-    noise = torch.randn(units.shape, generator=torch.Generator().manual_seed(4))
+    noise = torch.from_numpy(F_.standard_normals(units.shape[0], torch.Generator().manual_seed(4)))
     assert channels.unique().numel() == shape[1]
     assert torch.equal(drop.values, noise * sigma[channels])
 
@@ -462,6 +462,32 @@ def test_stream_exponentials_are_exponential():
     for edge in (F_._ZIGGURAT_INNER[0], 2.0):
         p = math.exp(-edge)
         assert abs((values > edge).sum() - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+
+
+def test_stream_normals_are_normal():
+    """The normal ziggurat's float32 variates against N(0, 1), 4 * 10^6 of them in 977 pieces (the last one
+    short): the Kolmogorov-Smirnov distance within the 0.1% critical value 1.95 / sqrt(n); the tail beyond the
+    base layer's edge r (probability erfc(r / sqrt 2) = 2.6e-4), beyond 2 and the negative half each within 5 SD
+    of their Binomial means; the mean square within 5 SD (sqrt(2 / n)) of 1. Accepting every point of the
+    layers' wedges untested moves the last two by about 8 SD. The pieces' streams give the same numbers on 1
+    or 3 threads."""
+    n = 4_000_000
+    before, draws = torch.get_num_threads(), []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            draws.append(F_.standard_normals(n, torch.Generator().manual_seed(9)))
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(draws[0], draws[1])
+    values = np.sort(draws[0].astype(np.float64))
+    cdf = 0.5 * (1.0 + torch.special.erf(torch.from_numpy(values) / math.sqrt(2)).numpy())
+    distance = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
+    assert distance < 1.95 / math.sqrt(n)
+    for count, p in [((np.abs(values) > F_._NORMAL_INNER[0]).sum(), math.erfc(F_._NORMAL_INNER[0] / math.sqrt(2))),
+                     ((np.abs(values) > 2.0).sum(), math.erfc(math.sqrt(2))), ((values < 0).sum(), 0.5)]:
+        assert abs(count - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+    assert abs(np.square(values).mean() - 1.0) <= 5 * math.sqrt(2 / n)
 
 
 def test_rate_ladder_rounds_up_by_at_most_an_eighth():
