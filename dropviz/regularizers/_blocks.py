@@ -515,6 +515,7 @@ def store_at(out: torch.Tensor, dropped: torch.Tensor | Blocks, values: torch.Te
 
 
 _ONE_UNIT = np.zeros(1, np.int64)  # listed units, to _scatter: blocks of one unit
+
 # Below this many units one thread writes them: waking numba's threads costs more than it saves.
 PARALLEL_MIN_STORES = 1 << 14
 # One parallel launch at a time: numba's fallback thread pool (workqueue, where neither OpenMP nor TBB loads)
