@@ -145,22 +145,22 @@ def _geometric_walk(log_complements, per_log_miss, last, total):
     return positions, last
 
 
-def block_offsets(seeds: np.ndarray, mask_shape: tuple[int, ...], layout: torch.memory_format,
-                  block: tuple[int, ...], listed: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
-    """Storage offsets of every dropped unit of a mask of ``mask_shape`` in memory format ``layout``, each once
-    (only if ``listed``, else empty), of each block's first unit, and the number of distinct units.
+def block_offsets(seeds: np.ndarray, plan: _OffsetsPlan, listed: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    """Storage offsets of every dropped unit of a mask (its shape, layout and block in ``plan``:
+    :func:`_offsets_plan`), each once (only if ``listed``, else empty), of each block's first unit, and the
+    number of distinct units.
 
     ``seeds`` are sorted flat indices (int64) of block starts on the valid grid ``(N, C, *valid)``. Where
     blocks overlap, a unit is listed (and counted) only under the first block (in seed order) that covers it.
     """
-    plan = _offsets_plan(tuple(mask_shape), layout, tuple(block))
     units = np.empty(seeds.shape[0] * plan.units_per_block if listed else 0, plan.offset_dtype)
     starts = np.empty(seeds.shape[0], np.int64)
-    n_units = _union_offsets(seeds, mask_shape[1], plan.strides[0], plan.strides[1], *plan.geometry, units, starts)
+    n_units = _union_offsets(seeds, plan.channels, plan.strides[0], plan.strides[1], *plan.geometry, units, starts)
     return units[:n_units], starts, n_units
 
 
 class _OffsetsPlan(NamedTuple):
+    channels: int
     strides: tuple[int, ...]
     geometry: tuple[np.ndarray, ...]
     units_per_block: int
@@ -171,7 +171,7 @@ class _OffsetsPlan(NamedTuple):
 def _offsets_plan(mask_shape: tuple[int, ...], layout: torch.memory_format, block: tuple[int, ...]) -> _OffsetsPlan:
     """What :func:`block_offsets` needs of a mask's shape and layout, found once (it runs on every draw)."""
     strides = _strides(mask_shape, layout)
-    return _OffsetsPlan(strides, _block_geometry(mask_shape, strides, block), math.prod(block),
+    return _OffsetsPlan(mask_shape[1], strides, _block_geometry(mask_shape, strides, block), math.prod(block),
                         offset_dtype(math.prod(mask_shape)))
 
 
@@ -249,19 +249,21 @@ class Blocks(NamedTuple):
     a value per unit (Disout)."""
 
     starts: np.ndarray
-    within: np.ndarray
     count: int
     seeds: np.ndarray
-    mask_shape: tuple[int, ...]
-    layout: torch.memory_format
-    block: tuple[int, ...]
+    plan: _OffsetsPlan
+
+    @property
+    def within(self) -> np.ndarray:
+        """A block's units' storage offsets relative to its first unit."""
+        return self.plan.geometry[2]
 
     def numel(self) -> int:
         return self.count
 
     def units(self) -> torch.Tensor:
         """The distinct units' storage offsets, each once (in seed order, as :func:`block_offsets` lists them)."""
-        return torch.from_numpy(block_offsets(self.seeds, self.mask_shape, self.layout, self.block)[0])
+        return torch.from_numpy(block_offsets(self.seeds, self.plan)[0])
 
 
 def unit_offsets(dropped: torch.Tensor | Blocks) -> torch.Tensor:
@@ -436,13 +438,9 @@ def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tup
     """The dropped units of a mask of ``mask_shape`` in ``x``'s memory format, from the sorted flat indices of
     block starts on the valid grid (N, C, *valid): as :class:`Blocks` (on the CPU), or with ``list_units`` their
     storage offsets each once (one pass either way); and, if asked, the seed-centre map."""
-    seeds, layout = np.asarray(seeds, dtype=np.int64), memory_format(x)
-    units, starts, count = block_offsets(seeds, mask_shape, layout, block, listed=list_units)
-    if list_units:
-        dropped = torch.from_numpy(units).to(x.device)
-    else:
-        plan = _offsets_plan(tuple(mask_shape), layout, tuple(block))
-        dropped = Blocks(starts, plan.geometry[2], count, seeds, tuple(mask_shape), layout, tuple(block))
+    seeds, plan = np.asarray(seeds, dtype=np.int64), _offsets_plan(tuple(mask_shape), memory_format(x), tuple(block))
+    units, starts, count = block_offsets(seeds, plan, listed=list_units)
+    dropped = torch.from_numpy(units).to(x.device) if list_units else Blocks(starts, count, seeds, plan)
     if not with_seeds:
         return dropped, None
     seed_map = _filled(mask_shape, x, 0.0)
