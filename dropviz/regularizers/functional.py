@@ -133,20 +133,13 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     (kh, kw), strides = block, values.stride()
     first = (kh // 2) * strides[2] + (kw // 2) * strides[3]  # storage offset of a map's first valid centre
     height, width = x.shape[2] - kh + 1, x.shape[3] - kw + 1  # the valid grid
-    within_map = _within_map(height, width, *strides[2:])
-    per_sample = x.shape[1] * within_map.shape[0]
+    per_sample = x.shape[1] * height * width
     # Room for a seed at every position of every sample (only the pages written are ever touched).
     local = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
-    sample_args = (_blocks._storage(values).numpy(), first, *strides, x.shape[1], height, width, within_map, gamma,
+    sample_args = (_blocks._storage(values).numpy(), first, *strides, x.shape[1], height, width, gamma,
                    _stream_key(generator), local)
     counts = _blocks.launch_parallel(_salient_samples, x.shape[0], *sample_args)
     return _flat_indices(local, counts)
-
-
-@lru_cache(maxsize=64)
-def _within_map(height: int, width: int, row_stride: int, column_stride: int) -> np.ndarray:
-    """A valid position's storage offset within its map, in row-major order of the positions."""
-    return np.add.outer(np.arange(height) * row_stride, np.arange(width) * column_stride).reshape(-1)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -160,139 +153,115 @@ def _salient_samples(samples, *sample_args):
 
 @njit(cache=True, nogil=True)
 def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride, column_stride, channels,
-                    height, width, within_map, gamma, key, local):
-    """One sample's seeds, as indices into its ``channels * positions`` valid positions, into its own part of
-    ``local``; returns their count. Each map's salience sum and peak (:func:`_map_salience`), then the seeds by
-    thinning (:func:`_thin_sample`) while the sample's activations are still in cache."""
-    per_sample = channels * within_map.shape[0]
+                    height, width, gamma, key, local):
+    """One sample's seeds, as indices ``channel * positions + position`` into its own part of ``local``; returns
+    their count. Each map's salience sum (:func:`_map_sums`), then, while the sample's activations are still in
+    cache, one Bernoulli trial per valid position: a seed where ``u < rate = min(offset + |x| * factor, 1)``,
+    ``offset`` and ``factor`` being 0 and ``gamma / mean`` (``gamma`` and 0 for an all-zero map), so the mean
+    rate over a map is ``gamma``. Position ``i`` of the sample (in the order of the indices) takes uniform ``i``
+    of the sample's stream (:func:`_uniform_at`) whatever the layout, so both layouts give the same seeds.
+
+    Every position is tried: a trial is a few vector instructions, and the salience pass reads every position
+    anyway. (A thinning walk that tried only candidates drawn at each map's peak rate cost as much on 16x16 maps
+    and twice as much on 8x8 maps, whose per-map set-up it could not spread.)"""
+    per_map = height * width
+    per_sample = channels * per_map
     base = first + sample * sample_stride
-    sums, peaks = _map_salience(storage, base, channel_stride, row_stride, column_stride, channels, height, width)
-    return _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma,
-                        _stream_start(key, sample), local[sample * per_sample:(sample + 1) * per_sample])
+    sums = _map_sums(storage, base, channel_stride, row_stride, column_stride, channels, height, width)
+    offsets, factors = np.zeros(channels), np.zeros(channels)
+    for m in range(channels):
+        if sums[m] > 0.0:
+            factors[m] = gamma * per_map / sums[m]
+        else:
+            offsets[m] = gamma
+    state = _stream_start(key, sample)
+    words = np.zeros(-(-per_sample // 8), np.uint64)
+    seeded = words.view(np.bool_)  # the trials' outcomes in storage order; the tail stays false
+    if channel_stride == 1:  # channels-last: a position's channels are adjacent, their indices per_map apart
+        for position in range(per_map):
+            start = base + (position // width) * row_stride + (position % width) * column_stride
+            units, outcomes = storage[start:start + channels], seeded[position * channels:(position + 1) * channels]
+            for m in range(channels):
+                outcomes[m] = _seeded(state, np.uint64(m * per_map + position), units[m], offsets[m], factors[m])
+    else:
+        for m in range(channels):
+            offset, factor = offsets[m], factors[m]
+            for row in range(height):
+                start, index = base + m * channel_stride + row * row_stride, m * per_map + row * width
+                units, outcomes = storage[start:start + width], seeded[index:index + width]
+                for column in range(width):
+                    outcomes[column] = _seeded(state, np.uint64(index + column), units[column], offset, factor)
+    seeds = local[sample * per_sample:(sample + 1) * per_sample]
+    n_seeds = _seeded_indices(seeded, words, seeds)
+    if channel_stride == 1:  # storage order is (position, channel): to indices, then into their order
+        for i in range(n_seeds):
+            position = seeds[i] // channels
+            seeds[i] = (seeds[i] - position * channels) * per_map + position
+        _insertion_sort(seeds[:n_seeds])
+    return n_seeds
+
+
+@njit(inline="always")
+def _seeded(state, index, salience, offset, factor):
+    """Whether the trial with uniform ``index`` of the stream at ``state`` (:func:`_uniform_at`) seeds, at rate
+    ``min(offset + |salience| * factor, 1)`` (the clip is implicit: a uniform is below 1)."""
+    return _uniform_at(state, index) < offset + abs(np.float64(salience)) * factor
+
+
+@njit(inline="always")
+def _seeded_indices(seeded, words, seeds):
+    """The indices of the true entries of ``seeded`` into ``seeds``, in order; their count. ``words`` views
+    ``seeded`` 8 entries at a time: most are all false."""
+    n_seeds = 0
+    for word in range(words.shape[0]):
+        if words[word] != 0:
+            for i in range(8 * word, 8 * word + 8):
+                if seeded[i]:
+                    seeds[n_seeds] = i
+                    n_seeds += 1
+    return n_seeds
+
+
+@njit(inline="always")
+def _insertion_sort(values):
+    """Sorts a short array in place (a sample's few seeds)."""
+    for i in range(1, values.shape[0]):
+        value, j = values[i], i - 1
+        while j >= 0 and values[j] > value:
+            values[j + 1] = values[j]
+            j -= 1
+        values[j + 1] = value
 
 
 @njit(cache=True, nogil=True)
-def _map_salience(storage, base, channel_stride, row_stride, column_stride, channels, height, width):
-    """Sum and peak of ``|x|`` over the ``height x width`` valid centres of each channel map of the sample whose
-    first centre is at ``base``, in float64. Storage is read in runs of adjacent units (a position's channels
-    when channels-last, else a row of a map), summed per column first and then over the columns, in the same
-    order for both layouts: the same sums, so the same seeds, either way."""
-    column_sums, column_peaks = np.zeros((width, channels)), np.zeros((width, channels))
+def _map_sums(storage, base, channel_stride, row_stride, column_stride, channels, height, width):
+    """Sum of ``|x|`` over the ``height x width`` valid centres of each channel map of the sample whose first
+    centre is at ``base``, in float64. Storage is read in runs of adjacent units (a position's channels when
+    channels-last, else a row of a map), summed per column first and then over the columns, in the same order
+    for both layouts: the same sums, so the same seeds, either way."""
+    column_sums = np.zeros((width, channels))
     if channel_stride == 1:
         for row in range(height):
             for column in range(width):
                 start = base + row * row_stride + column * column_stride
-                units = storage[start:start + channels]
-                sums, peaks = column_sums[column], column_peaks[column]
+                units, sums = storage[start:start + channels], column_sums[column]
                 for channel in range(channels):
-                    salience = abs(np.float64(units[channel]))
-                    sums[channel] += salience
-                    peaks[channel] = max(peaks[channel], salience)
+                    sums[channel] += abs(np.float64(units[channel]))
     else:  # contiguous: the columns of a row are adjacent
-        sums, peaks = np.zeros(width), np.zeros(width)
+        sums = np.zeros(width)
         for channel in range(channels):
-            sums[:], peaks[:] = 0.0, 0.0
+            sums[:] = 0.0
             for row in range(height):
                 start = base + channel * channel_stride + row * row_stride
                 units = storage[start:start + width]
                 for column in range(width):
-                    salience = abs(np.float64(units[column]))
-                    sums[column] += salience
-                    peaks[column] = max(peaks[column], salience)
-            column_sums[:, channel], column_peaks[:, channel] = sums, peaks
-    sums, peaks = np.zeros(channels), np.zeros(channels)
+                    sums[column] += abs(np.float64(units[column]))
+            column_sums[:, channel] = sums
+    sums = np.zeros(channels)
     for column in range(width):
         for channel in range(channels):
             sums[channel] += column_sums[column, channel]
-            peaks[channel] = max(peaks[channel], column_peaks[column, channel])
-    return sums, peaks
-
-
-@njit(cache=True, nogil=True)
-def _thin_sample(storage, base, channel_stride, within_map, sums, peaks, gamma, state, seeds):
-    """One sample's seeds, as indices ``channel * positions + position`` into ``seeds``; returns their count.
-
-    Map by map the seed rate is ``rate = min(offset + |x| * factor, 1)``, ``offset`` and ``factor`` being 0
-    and ``gamma / mean`` (``gamma`` and 0 for an all-zero map), so the mean rate over a map is ``gamma``.
-    Candidates come at a rate ``c`` at least the map's largest (its peak's rate rounded up on a ladder,
-    :func:`_ladder_steps`), each kept with probability ``rate / c``: exactly independent Bernoulli(rate)
-    seeds, and a few candidates per seed however salient the peak.
-
-    The candidates are the points of one Poisson process along a line on which each position of map ``m``
-    is a segment of length ``h_m = -log(1 - c_m)``, the maps one after another: a segment holds a point with
-    probability ``c_m``, independently of the others. From a candidate the walk goes to its segment's end and
-    on by an Exponential(1) variate (memoryless, so exact); the map a point falls in is found by a forward
-    scan, so a map without candidates costs no random number. A map whose ``c`` is 1 takes no room on the
-    line: all its positions are candidates, tried when the walk passes it."""
-    per_map, channels = within_map.shape[0], sums.shape[0]
-    maps = np.empty((4, channels + 1))
-    offsets, factors, ceilings, starts = maps[0], maps[1], maps[2], maps[3]
-    for m in range(channels):
-        offsets[m], factors[m] = (0.0, gamma * per_map / sums[m]) if sums[m] > 0.0 else (gamma, 0.0)
-        ceilings[m] = min(offsets[m] + peaks[m] * factors[m], 1.0)
-    steps = _ladder_steps(ceilings[:channels])
-    line = 0.0
-    for m in range(channels):
-        starts[m] = line
-        line += per_map * _LADDER_HAZARDS[steps[m]]  # 0 where c is 1
-    starts[channels] = line
-    n_seeds, m = 0, 0
-    state, point = _next_exponential(state)
-    while True:
-        while m < channels and starts[m + 1] <= point:  # passes the maps before the point
-            if _LADDER_RATES[steps[m]] == 1.0:
-                state, n_seeds = _try_candidates(storage, base + m * channel_stride, within_map, 0, per_map,
-                                                 offsets[m], factors[m], 1.0, m * per_map, state, seeds, n_seeds)
-            m += 1
-        if m == channels:
-            return n_seeds
-        step = steps[m]
-        position = min(int((point - starts[m]) * _LADDER_PER_HAZARD[step]), per_map - 1)
-        state, n_seeds = _try_candidates(storage, base + m * channel_stride, within_map, position, position + 1,
-                                         offsets[m], factors[m], _LADDER_RATES[step], m * per_map, state, seeds,
-                                         n_seeds)
-        state, exposure = _next_exponential(state)
-        point = starts[m] + (position + 1) * _LADDER_HAZARDS[step] + exposure
-
-
-@njit(inline="always")
-def _try_candidates(storage, map_base, within_map, first, stop, offset, factor, ceiling, map_index, state, seeds,
-                    n_seeds):
-    """The candidates at positions ``first`` to ``stop - 1`` of a map: each kept with probability
-    ``rate / ceiling`` as seed ``map_index + position``. The stream's state and the seed count after them."""
-    for position in range(first, stop):
-        rate = min(offset + abs(np.float64(storage[map_base + within_map[position]])) * factor, 1.0)
-        state, accept = _next_uniform(state)
-        seeds[n_seeds] = map_index + position  # written always, kept if accepted: no branch
-        n_seeds += accept * ceiling < rate
-    return state, n_seeds
-
-
-# A map's candidate rate is its largest seed rate rounded up to a float with 3 mantissa bits (at most 12.5%
-# more candidates), from 2^-64 (any smaller rate rounds up to it) to 1: its hazard -log(1 - c) and the inverse
-# are then looked up rather than computed per map. The hazard of rate 1 (infinite) is stored as 0: such a map
-# takes no room on the walk's line (see _thin_sample).
-_LADDER_BITS = 52 - 3
-
-
-def _rate_ladder() -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """The ladder's lowest step (as the rate's bits shifted), its rates, their hazards and inverse hazards."""
-    def step(rate: float) -> int:
-        return int(np.array(rate).view(np.uint64)) >> _LADDER_BITS
-    rates = (np.arange(step(2.0 ** -64), step(1.0) + 1, dtype=np.uint64) << np.uint64(_LADDER_BITS)).view(np.float64)
-    hazards = -np.log1p(-rates[:-1])
-    return step(2.0 ** -64), rates, np.append(hazards, 0.0), np.append(1.0 / hazards, 0.0)
-
-
-_LADDER_LOWEST, _LADDER_RATES, _LADDER_HAZARDS, _LADDER_PER_HAZARD = _rate_ladder()
-_LADDER_ROUND_UP, _LADDER_SHIFT = np.uint64((1 << _LADDER_BITS) - 1), np.uint64(_LADDER_BITS)
-
-
-@njit(inline="always")
-def _ladder_steps(rates):
-    """The ladder step of each of ``rates`` (in [0, 1]; NaN goes to the top): the lowest at or above it."""
-    rounded = (rates.view(np.uint64) + _LADDER_ROUND_UP) >> _LADDER_SHIFT
-    return np.minimum(np.maximum(rounded.astype(np.int64) - _LADDER_LOWEST, 0), _LADDER_RATES.shape[0] - 1)
+    return sums
 
 
 @njit(cache=True, nogil=True)
@@ -333,11 +302,17 @@ def _stream_start(key, index):
 
 
 @njit(inline="always")
+def _mix(z):
+    """SplitMix64's output function: 64 well-mixed bits of a state."""
+    z = (z ^ (z >> _SHIFTS[0])) * _MIX_1
+    z = (z ^ (z >> _SHIFTS[1])) * _MIX_2
+    return z ^ (z >> _SHIFTS[2])
+
+
+@njit(inline="always")
 def _next_bits(state):
     state += _GOLDEN_GAMMA
-    z = (state ^ (state >> _SHIFTS[0])) * _MIX_1
-    z = (z ^ (z >> _SHIFTS[1])) * _MIX_2
-    return state, z ^ (z >> _SHIFTS[2])
+    return state, _mix(state)
 
 
 @njit(inline="always")
@@ -348,22 +323,11 @@ def _next_uniform(state):
 
 
 @njit(inline="always")
-def _next_exponential(state):
-    """The next state and an Exponential(1) variate, by a ziggurat (Marsaglia & Tsang, J. Stat. Softw. 2000):
-    one of 256 layers of equal area under ``exp(-x)`` picked by 8 bits, a point along it by 53 more; it lies
-    under the curve without a test 99% of the time. No logarithm on that path: it is the walk's critical path."""
-    while True:
-        state, bits = _next_bits(state)
-        layer = bits & _ZIGGURAT_LAYER
-        x = np.float64(bits >> _SHIFTS[3]) * _ULP * _ZIGGURAT_WIDTH[layer]
-        if x < _ZIGGURAT_INNER[layer]:
-            return state, x
-        if layer == 0:  # beyond the base layer's edge r: r plus an Exponential(1), by memorylessness
-            state, bits = _next_bits(state)
-            return state, _ZIGGURAT_INNER[0] - math.log((np.float64(bits >> _SHIFTS[3]) + 1.0) * _ULP)
-        state, height = _next_uniform(state)  # in the layer's wedge: under the curve?
-        if _ZIGGURAT_LOW[layer] + height * (_ZIGGURAT_HIGH[layer] - _ZIGGURAT_LOW[layer]) < math.exp(-x):
-            return state, x
+def _uniform_at(state, index):
+    """Uniform number ``index`` (from 0) of the stream at ``state``, what :func:`_next_uniform` gives after
+    ``index`` others: SplitMix64's state only steps, so any number of it is found directly (and a loop of them
+    vectorises)."""
+    return np.float64(np.int64(_mix(state + (index + np.uint64(1)) * _GOLDEN_GAMMA) >> _SHIFTS[3])) * _ULP
 
 
 def _ziggurat(density, inverse, tail, layers: int = 256) -> tuple[np.ndarray, ...]:
@@ -394,24 +358,22 @@ def _ziggurat(density, inverse, tail, layers: int = 256) -> tuple[np.ndarray, ..
     return np.append(low + tail(low) / density(low), x[:-1]), x, np.append(0.0, heights[:-1]), heights
 
 
-_ZIGGURAT_WIDTH, _ZIGGURAT_INNER, _ZIGGURAT_LOW, _ZIGGURAT_HIGH = _ziggurat(
-    lambda x: math.exp(-x), lambda y: -math.log(y), lambda r: math.exp(-r))
 _NORMAL_WIDTH, _NORMAL_INNER, _NORMAL_LOW, _NORMAL_HIGH = _ziggurat(
     lambda x: math.exp(-0.5 * x * x), lambda y: math.sqrt(-2.0 * math.log(y)),
     lambda r: math.sqrt(math.pi / 2) * math.erfc(r / math.sqrt(2)))
-_ZIGGURAT_LAYER = np.uint64(len(_ZIGGURAT_WIDTH) - 1)
+_NORMAL_LAYER = np.uint64(len(_NORMAL_WIDTH) - 1)
 _SIGN_BIT = np.uint64(8)  # the bit above the layer's
 
 
 @njit(inline="always")
 def _next_normal(state):
-    """The next state and a standard normal variate, by a ziggurat under ``exp(-x^2 / 2)`` as
-    :func:`_next_exponential` (a layer from 8 bits, the sign from the 9th, a point along the layer from 53
-    more); beyond the base layer's edge r, Marsaglia's tail method (r + t, t = Exp(1) / r, kept with
-    probability exp(-t^2 / 2))."""
+    """The next state and a standard normal variate, by a ziggurat under ``exp(-x^2 / 2)`` (Marsaglia & Tsang,
+    J. Stat. Softw. 2000): one of 256 layers of equal area picked by 8 bits, the sign from the 9th, a point
+    along the layer from 53 more; it lies under the curve without a test 99% of the time. Beyond the base
+    layer's edge r, Marsaglia's tail method (r + t, t = Exp(1) / r, kept with probability exp(-t^2 / 2))."""
     while True:
         state, bits = _next_bits(state)
-        layer = bits & _ZIGGURAT_LAYER
+        layer = bits & _NORMAL_LAYER
         sign = 1.0 - 2.0 * np.float64((bits >> _SIGN_BIT) & np.uint64(1))
         x = np.float64(bits >> _SHIFTS[3]) * _ULP * _NORMAL_WIDTH[layer]
         if x < _NORMAL_INNER[layer]:
@@ -463,9 +425,9 @@ def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
                          with_seeds: bool = False) -> _blocks.BlockDraw:
     """:func:`prob_drop_block_mask` with the seed map; used by the module.
 
-    On the CPU, where the blocks cover little, the seeds are drawn by thinning map by map
-    (:func:`_salient_seeds`): the rates are computed only at the candidates, never for the whole valid grid.
-    Elsewhere the rates of the whole grid go to DropBlock's dense sampler."""
+    On the CPU, where the blocks cover little, the seeds are drawn sample by sample in one compiled pass
+    (:func:`_salient_seeds`) that reads the salience from ``x`` itself and keeps only the seeds' indices: no
+    tensor of rates or uniforms is made. Elsewhere the rates of the whole grid go to DropBlock's dense sampler."""
     check_rank(x, (4,), "(N, C, H, W)")
     block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
     if _blocks.sparse_blocks_ok(x, gamma, block):

@@ -346,10 +346,10 @@ def test_per_position_seed_rates_are_honoured_by_the_dense_sampler(low, high):
 
 @pytest.mark.parametrize("drop_prob", [0.1, 0.5])
 def test_probdropblock_sparse_seeds_follow_salience(drop_prob):
-    """CPU sparse path (per-map thinning), k = 1 so the mask is the seed map. Salience 1 on the left half and 4
-    on the right of every map: mean 2.5, so the rates are p * 0.4 and p * 1.6 (0.04/0.16, 0.2/0.8). Half a
-    map among a third of the maps is all zero, the rest as above; an all-zero map falls back to rate p.
-    Each half of a group is a Binomial count; 5 SD of its mean."""
+    """CPU sparse path (one trial per position, sample by sample), k = 1 so the mask is the seed map. Salience
+    1 on the left half and 4 on the right of every map: mean 2.5, so the rates are p * 0.4 and p * 1.6
+    (0.04/0.16, 0.2/0.8). Half a map among a third of the maps is all zero, the rest as above; an all-zero
+    map falls back to rate p. Each half of a group is a Binomial count; 5 SD of its mean."""
     x = torch.ones(30000, 1, 4, 8)
     x[..., 4:] = -4.0  # salience is |x|
     x[:10000] = 0.0
@@ -383,9 +383,8 @@ def test_probdropblock_sparse_seeds_have_the_dense_rates_at_every_position(layou
 
 
 def test_probdropblock_sparse_seeds_where_a_rate_clips_to_one():
-    """One unit per map 1000x as salient as the rest: its rate clips to 1, so the map's candidate rate is 1
-    (every position a candidate, an infinite hazard in the walk). That unit is a seed in every map; the others
-    keep their rate (each of 62 Binomial cells of 20000 maps within 4.5 SD)."""
+    """One unit per map 1000x as salient as the rest: its rate clips to 1, so that unit is a seed in every map;
+    the others keep their rate (each of 62 Binomial cells of 20000 maps within 4.5 SD)."""
     x = torch.ones(20000, 2, 4, 8)
     x[:, :, 1, 2] = 1000.0
     rates = F_.salience_seed_rate(x[:1], 0.3, 1)[0].double()
@@ -443,26 +442,25 @@ def test_probdropblock_sparse_draw_reads_any_float_dtype_and_strided_views():
 
 
 @njit
-def _stream_exponentials(n, key):
-    out, state = np.empty(n), np.uint64(key)
+def _stream_uniforms(n, key):
+    """The first ``n`` uniforms of a stream, each found directly and stepped to."""
+    direct, stepped, state = np.empty(n), np.empty(n), np.uint64(key)
     for i in range(n):
-        state, out[i] = F_._next_exponential(state)
-    return out
+        direct[i] = F_._uniform_at(np.uint64(key), np.uint64(i))
+        state, stepped[i] = F_._next_uniform(state)
+    return direct, stepped
 
 
-def test_stream_exponentials_are_exponential():
-    """The ziggurat's variates against Exp(1), 10^6 of them: the Kolmogorov-Smirnov distance within the 0.1%
-    critical value 1.95 / sqrt(n); and the two slow paths have their share: beyond the base layer's edge r
-    (the tail, probability e^-r = 4.5e-4) and beyond 2 (wedges included), each count within 5 SD of its
-    Binomial mean."""
-    n = 1_000_000
-    values = np.sort(_stream_exponentials(n, 12345))
-    cdf = -np.expm1(-values)
-    distance = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
-    assert distance < 1.95 / math.sqrt(n)
-    for edge in (F_._ZIGGURAT_INNER[0], 2.0):
-        p = math.exp(-edge)
-        assert abs((values > edge).sum() - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+def test_a_streams_uniforms_found_directly_are_those_stepped_to():
+    """ProbDropBlock's trials take uniform ``i`` of a sample's stream directly: the same numbers SplitMix64
+    steps to (so the streams' spacing still keeps them apart), and uniform on [0, 1): 10^5 of them within the
+    0.1% Kolmogorov-Smirnov critical value 1.95 / sqrt(n)."""
+    n = 100_000
+    direct, stepped = _stream_uniforms(n, 2**63 + 12345)
+    assert np.array_equal(direct, stepped)
+    values = np.sort(direct)
+    assert values[0] >= 0.0 and values[-1] < 1.0
+    assert max((np.arange(1, n + 1) / n - values).max(), (values - np.arange(n) / n).max()) < 1.95 / math.sqrt(n)
 
 
 def test_stream_normals_are_normal():
@@ -489,20 +487,6 @@ def test_stream_normals_are_normal():
                      ((np.abs(values) > 2.0).sum(), math.erfc(math.sqrt(2))), ((values < 0).sum(), 0.5)]:
         assert abs(count - n * p) <= 5 * math.sqrt(n * p * (1 - p))
     assert abs(np.square(values).mean() - 1.0) <= 5 * math.sqrt(2 / n)
-
-
-def test_rate_ladder_rounds_up_by_at_most_an_eighth():
-    """A map's candidate rate is its largest seed rate rounded up, at most 12.5% above it (from 2^-64 on);
-    rates of 0 and below 2^-64 get the lowest step, NaN the top (1: every position a candidate)."""
-    rates = np.concatenate([np.geomspace(2.0 ** -64, 1.0, 5000), [0.0, 1e-30, 0.9375, 1.0, np.nan]])
-    ladder = F_._LADDER_RATES[njit(lambda r: F_._ladder_steps(r))(rates)]
-    ordinary = rates[:5000]
-    assert (ladder[:5000] >= ordinary).all() and (ladder[:5000] <= ordinary * 1.125).all()
-    assert ladder[5000] == ladder[5001] == 2.0 ** -64
-    assert ladder[5002] == 0.9375 and ladder[5003] == 1.0 and ladder[5004] == 1.0
-    hazards = F_._LADDER_HAZARDS[:-1]
-    assert np.allclose(hazards, -np.log1p(-F_._LADDER_RATES[:-1]), rtol=1e-15)
-    assert np.allclose(F_._LADDER_PER_HAZARD[:-1] * hazards, 1.0, rtol=1e-15)
 
 
 def test_disout_std_matches_torch_std():
