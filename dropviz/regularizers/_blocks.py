@@ -540,9 +540,11 @@ def launch_parallel(kernel, *args):
 
 @lru_cache(maxsize=None)
 def _serial_twin(kernel):
-    """``kernel``'s function compiled without threads (``prange`` runs as ``range``), on first use. Not in
-    numba's disk cache: it tells two compilations of one function apart by their signature only."""
-    return njit(nogil=True)(kernel.py_func)
+    """``kernel``'s function compiled without threads (``prange`` runs as ``range``) and otherwise with its
+    options (``fastmath`` included), on first use. Not in numba's disk cache: it tells two compilations of one
+    function apart by their signature only."""
+    options = {name: value for name, value in kernel.targetoptions.items() if name not in ("nopython", "parallel")}
+    return njit(**options)(kernel.py_func)
 
 
 @njit(cache=True, nogil=True)

@@ -498,6 +498,23 @@ def test_disout_std_matches_torch_std():
         assert math.isclose(_std(sample), sample.double().std().item(), rel_tol=1e-5)
 
 
+def test_disout_std_of_many_pieces_is_float64_exact_on_any_thread_count():
+    """A ResNet-sized activation (7 pieces of the moments pass, the last one short): float64 sums, so within
+    1e-9 of the float64 SD, and combined piece by piece in order, so the same float on 1 and 3 threads."""
+    from dropviz.regularizers.disout import _std
+
+    x = (randn(64, 32, 8, 7) * 3 - 2).contiguous(memory_format=torch.channels_last)
+    before, results = torch.get_num_threads(), []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            results.append(_std(x))
+    finally:
+        torch.set_num_threads(before)
+    assert results[0] == results[1]
+    assert math.isclose(results[0], x.double().std().item(), rel_tol=1e-9)
+
+
 def test_dropcluster_labels_survive_a_state_dict_round_trip():
     trained = DropCluster(0.1, 4, refit_every=0)
     trained.fit(randn(8, 2, 6, 6))
