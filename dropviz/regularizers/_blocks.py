@@ -177,7 +177,10 @@ def _offsets_plan(mask_shape: tuple[int, ...], layout: torch.memory_format, bloc
 
 def offset_dtype(numel: int) -> type:
     """int32 storage offsets where they fit: half the memory to write and read back of int64."""
-    return np.int32 if numel <= np.iinfo(np.int32).max else np.int64
+    return np.int32 if numel <= _INT32_MAX else np.int64
+
+
+_INT32_MAX = np.iinfo(np.int32).max
 
 
 def _block_geometry(mask_shape: tuple[int, ...], strides: tuple[int, ...],
@@ -519,6 +522,7 @@ PARALLEL_MIN_STORES = 1 << 14
 # One parallel launch at a time: numba's fallback thread pool (workqueue, where neither OpenMP nor TBB loads)
 # aborts the process when two threads launch into it at once, as two dashboard sessions could.
 _ONE_PARALLEL_LAUNCH = threading.Lock()
+_numba_threads = threading.local()  # the count this thread last gave numba: setting it costs more than a kernel
 
 
 def launch_parallel(kernel, *args):
@@ -530,7 +534,9 @@ def launch_parallel(kernel, *args):
     if threads == 1:
         return _serial_twin(kernel)(*args)
     with _ONE_PARALLEL_LAUNCH:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        if getattr(_numba_threads, "count", None) != threads:  # numba's count is per calling thread
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            _numba_threads.count = threads
         # The first call starts numba's OpenMP layer, whose start sets the process's OpenMP thread count (the
         # runtime torch shares) to numba's default: every core. Torch keeps the count it had.
         if torch.get_num_threads() != threads:

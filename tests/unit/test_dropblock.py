@@ -376,6 +376,30 @@ def test_parallel_kernels_leave_torchs_thread_count_alone():
     assert run_fresh(script, numba_threads=3) == ["1"]
 
 
+def test_parallel_kernels_follow_torchs_thread_count_as_it_changes():
+    """A launch runs on as many of numba's threads as torch has, per calling thread: after torch's count
+    changes (2, 3, 2) and from a second Python thread (numba keeps a count per thread; launches remember the
+    last one they set, per thread, rather than setting it every time)."""
+    script = ("import threading, numba, torch\n"
+              "from numba import njit, prange\n"
+              "from dropviz.regularizers import _blocks\n"
+              "@njit(parallel=True)\n"
+              "def seen(n):\n"
+              "    total = 0\n"
+              "    for i in prange(n):\n"
+              "        total += i\n"
+              "    return numba.get_num_threads()\n"
+              "for threads in (2, 3, 2):\n"
+              "    torch.set_num_threads(threads)\n"
+              "    print(_blocks.launch_parallel(seen, 100))\n"
+              "def other():\n"
+              "    print(_blocks.launch_parallel(seen, 100) == torch.get_num_threads())\n"
+              "thread = threading.Thread(target=other)\n"
+              "thread.start()\n"
+              "thread.join()\n")
+    assert run_fresh(script, numba_threads=3) == ["2", "3", "2", "True"]
+
+
 def test_one_thread_draws_in_a_forked_child_after_parallel_draws():
     """numba's OpenMP layer ends a forked child that launches into it once the parent has. With one thread, as
     in DataLoader workers, ProbDropBlock draws without it: a child forked after parallel draws still draws."""
