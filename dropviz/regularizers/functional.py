@@ -193,11 +193,8 @@ def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_s
                     outcomes[column] = _seeded(state, np.uint64(index + column), units[column], offset, factor)
     seeds = local[sample * per_sample:(sample + 1) * per_sample]
     n_seeds = _seeded_indices(seeded, words, seeds)
-    if channel_stride == 1:  # storage order is (position, channel): to indices, then into their order
-        for i in range(n_seeds):
-            position = seeds[i] // channels
-            seeds[i] = (seeds[i] - position * channels) * per_map + position
-        _insertion_sort(seeds[:n_seeds])
+    if channel_stride == 1:
+        _to_channel_major(seeds[:n_seeds], channels, per_map)
     return n_seeds
 
 
@@ -223,14 +220,21 @@ def _seeded_indices(seeded, words, seeds):
 
 
 @njit(inline="always")
-def _insertion_sort(values):
-    """Sorts a short array in place (a sample's few seeds)."""
-    for i in range(1, values.shape[0]):
-        value, j = values[i], i - 1
-        while j >= 0 and values[j] > value:
-            values[j + 1] = values[j]
-            j -= 1
-        values[j + 1] = value
+def _to_channel_major(seeds, channels, per_map):
+    """Channels-last storage-order indices ``position * channels + channel`` (ascending) to the sorted indices
+    ``channel * per_map + position``, in place: a counting sort by channel, stable, and the positions of a
+    channel already ascend. Linear in the seeds, however many."""
+    starts = np.zeros(channels + 1, np.int64)
+    for seed in seeds:
+        starts[seed % channels + 1] += 1
+    for channel in range(channels):
+        starts[channel + 1] += starts[channel]
+    ordered = np.empty_like(seeds)
+    for seed in seeds:
+        position, channel = seed // channels, seed % channels
+        ordered[starts[channel]] = channel * per_map + position
+        starts[channel] += 1
+    seeds[:] = ordered
 
 
 @njit(cache=True, nogil=True)

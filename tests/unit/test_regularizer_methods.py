@@ -413,6 +413,21 @@ def test_probdropblock_sparse_draw_does_not_depend_on_the_thread_count(layout):
     assert draws[0].numel() > 0 and all(torch.equal(draws[0], d) for d in draws[1:])
 
 
+def test_probdropblock_many_seeds_per_sample_are_the_same_in_both_layouts():
+    """k = 1 and p = 0.5 (still the sparse sampler: the blocks cover half the map): thousands of seeds per
+    sample, which the channels-last scan finds position by position and puts back in channel order. Both
+    layouts give the same seeds, sorted, at the rate p (5 SD of a Binomial count)."""
+    x = randn(3, 8, 30, 30).abs() + 1.0
+    assert F_.draws_blocks_sparsely(x, 0.5, 1)
+    draws = [F_.prob_drop_block_draw(x.contiguous(memory_format=layout), 0.5, 1, torch.Generator().manual_seed(4),
+                                     with_seeds=True) for layout in (torch.contiguous_format, torch.channels_last)]
+    seeds = [draw.dropped.seeds for draw in draws]
+    assert np.array_equal(seeds[0], seeds[1]) and (np.diff(seeds[0]) > 0).all()
+    assert torch.equal(draws[0].seeds, draws[1].seeds)
+    n, rate = x.numel(), F_.salience_seed_rate(x, 0.5, 1).double().mean().item()
+    assert abs(len(seeds[0]) - n * rate) <= 5 * math.sqrt(n * rate * (1 - rate))
+
+
 def test_probdropblock_samples_draw_independently():
     """20000 identical samples, k = 1 (the seeds are the mask), rates 0.3 * (1..32) / 16.5 at the 32 positions.
     If the samples' streams are independent, samples 2i and 2i+1 are both seeded at a position with
