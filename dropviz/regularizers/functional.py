@@ -138,17 +138,17 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     local = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
     sample_args = (_blocks._storage(values).numpy(), first, *strides, x.shape[1], height, width, gamma,
                    _stream_key(generator), local)
-    counts = _blocks.launch_parallel(_salient_samples, x.shape[0], *sample_args)
-    return _flat_indices(local, counts)
+    return _blocks.launch_parallel(_salient_samples, x.shape[0], *sample_args)
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _salient_samples(samples, *sample_args):
-    """:func:`_salient_sample` of every sample, on numba's threads; the samples' seed counts."""
+    """:func:`_salient_sample` of every sample, on numba's threads, then their seeds as indices into the whole
+    valid grid (one call: a call from Python costs more inside a training step than gathering them)."""
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
         counts[sample] = _salient_sample(sample, *sample_args)
-    return counts
+    return _flat_indices(sample_args[-1], counts)
 
 
 @njit(cache=True, nogil=True)

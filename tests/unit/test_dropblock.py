@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dropviz.regularizers import DropBlock2d, DropBlock3d
 from dropviz.regularizers import _blocks
@@ -246,6 +247,20 @@ def test_seed_rate_reduces_to_the_paper_formula_without_overlap():
     paper = 0.1 * 14 * 14 / (49 * 8 * 8)
     assert _blocks.seed_rate(0.1, (14, 14), (7, 7), exact=False) == pytest.approx(paper)
     assert _blocks.seed_rate(0.1, (14, 14), (7, 7)) > paper
+
+
+@pytest.mark.parametrize("p", [0.01, 0.1, 0.5, 0.9])
+@pytest.mark.parametrize("spatial, block", [((8, 8), (5, 5)), ((16, 16), (5, 5)), ((56, 56), (7, 7)),
+                                            ((14, 10), (3, 7)), ((9, 8, 7), (3, 3, 3))], ids=str)
+def test_exact_seed_rate_gives_an_expected_drop_of_p(p, spatial, block):
+    """The exact gamma solves 1 - mean_u (1 - gamma)^c(u) = p, with each unit's cover c(u) counted here by
+    summing the valid block positions over the map (independently of the library's histogram), to 1e-12."""
+    valid = torch.ones((1, 1, *(s - k + 1 for s, k in zip(spatial, block))), dtype=torch.float64)
+    transpose = F.conv_transpose2d if len(spatial) == 2 else F.conv_transpose3d
+    cover = transpose(valid, torch.ones((1, 1, *block), dtype=torch.float64))  # blocks covering each unit
+    assert cover.shape[2:] == spatial
+    gamma = _blocks.seed_rate(p, spatial, block)
+    assert abs((1.0 - (1.0 - gamma) ** cover).mean().item() - p) <= 1e-12
 
 
 @pytest.mark.parametrize("hwk", [(8, 8, 3), (14, 14, 5), (32, 20, 7), (9, 9, 9)], ids=str)
