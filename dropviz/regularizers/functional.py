@@ -148,7 +148,8 @@ def _salient_samples(samples, *sample_args):
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
         counts[sample] = _salient_sample(sample, *sample_args)
-    return _flat_indices(sample_args[-1], counts)
+    local = sample_args[-1]  # each sample's seeds, in its own part
+    return _flat_indices(local, counts)
 
 
 @njit(cache=True, nogil=True)
@@ -323,7 +324,7 @@ def _next_bits(state):
 def _next_uniform(state):
     """The next state and a uniform on [0, 1) (53 random bits)."""
     state, bits = _next_bits(state)
-    return state, np.float64(bits >> _SHIFTS[3]) * _ULP
+    return state, _unit_interval(bits)
 
 
 @njit(inline="always")
@@ -331,7 +332,13 @@ def _uniform_at(state, index):
     """Uniform number ``index`` (from 0) of the stream at ``state``, what :func:`_next_uniform` gives after
     ``index`` others: SplitMix64's state only steps, so any number of it is found directly (and a loop of them
     vectorises)."""
-    return np.float64(np.int64(_mix(state + (index + np.uint64(1)) * _GOLDEN_GAMMA) >> _SHIFTS[3])) * _ULP
+    return _unit_interval(_mix(state + (index + np.uint64(1)) * _GOLDEN_GAMMA))
+
+
+@njit(inline="always")
+def _unit_interval(bits):
+    """A uniform on [0, 1) from the top 53 of 64 random bits (through int64, which converts in vector code)."""
+    return np.float64(np.int64(bits >> _SHIFTS[3])) * _ULP
 
 
 def _ziggurat(density, inverse, tail, layers: int = 256) -> tuple[np.ndarray, ...]:
@@ -379,7 +386,7 @@ def _next_normal(state):
         state, bits = _next_bits(state)
         layer = bits & _NORMAL_LAYER
         sign = 1.0 - 2.0 * np.float64((bits >> _SIGN_BIT) & np.uint64(1))
-        x = np.float64(bits >> _SHIFTS[3]) * _ULP * _NORMAL_WIDTH[layer]
+        x = _unit_interval(bits) * _NORMAL_WIDTH[layer]
         if x < _NORMAL_INNER[layer]:
             return state, sign * x
         if layer == 0:
