@@ -43,8 +43,10 @@ def curves_figure(runs: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]
         if "train" in splits and rows.get("steps"):
             steps = rows["steps"]
             y = smooth([r[f"train_{column}"] for r in steps], smoothing)
-            fig.add_scatter(x=[r["epoch"] for r in steps], y=y, mode="lines", name=f"{label} · train",
-                            legendgroup=label, line=dict(color=color, width=1.5, dash="dot"),
+            # a line through one point draws nothing: a run's first logged step shows as a dot
+            fig.add_scatter(x=[r["epoch"] for r in steps], y=y, mode="lines" if len(steps) > 1 else "markers",
+                            name=f"{label} · train", legendgroup=label, line=dict(color=color, width=1.5, dash="dot"),
+                            marker=dict(color=color, size=6),
                             hovertemplate=f"{label}<br>train {metric} %{{y:.4g}}<br>epoch %{{x:.2f}}<extra></extra>")
         if "test" in splits and rows.get("epochs"):
             epochs = rows["epochs"]

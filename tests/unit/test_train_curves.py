@@ -38,6 +38,13 @@ def test_figure_overlays_runs_with_one_colour_each_and_keeps_zoom():
         curves_figure({}, "speed")
 
 
+def test_a_run_with_one_logged_step_shows_a_point():
+    """Plotly draws nothing for a line through one point; the run's first train row must still be seen."""
+    fig = curves_figure({"new": rows(1, 0), "older": rows(3, 0)}, "accuracy")
+    assert [t.mode for t in fig.data] == ["markers", "lines"]
+    assert fig.data[0].marker.color == fig.data[0].line.color
+
+
 def test_labels_progress_and_csv(tmp_path):
     db = RunsDB(tmp_path)
     run_id = db.create_run(RunConfig(regularizer="dropblock", params={"drop_prob": 0.2, "block_size": 3,
