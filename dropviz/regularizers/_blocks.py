@@ -361,6 +361,12 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def fusable(x: torch.Tensor) -> bool:
+    """Whether storage offsets in :func:`memory_format`'s layout address ``x`` itself (non-empty, dense in
+    that layout), as the fused ops need: they write a draw's units into ``x``, not into a new tensor."""
+    return x.numel() > 0 and x.is_contiguous(memory_format=memory_format(x))
+
+
 def _valid_shape(spatial: tuple[int, ...], block: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(s - k + 1 for s, k in zip(spatial, block))
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ._blocks import Blocks
+from ._checks import check_floating
 
 
 class SparseDrop(NamedTuple):
@@ -34,7 +35,8 @@ class Regularizer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
+        check_floating(x)
+        if not self.training or self.drop_prob == 0.0 or x.numel() == 0:  # an empty batch has nothing to drop
             return x
         return self.stages(x, generator, explain=False)["output"]
 
@@ -43,6 +45,9 @@ class Regularizer(nn.Module):
 
         With the same RNG state, ``explain(x)["output"]`` equals ``forward(x)`` in train mode exactly.
         """
+        check_floating(x)
+        if x.numel() == 0:
+            raise ValueError(f"input is empty (shape {tuple(x.shape)}): there is nothing to explain")
         return self.stages(x, generator, explain=True)
 
     def has_sparse_draw(self, x: torch.Tensor) -> bool:

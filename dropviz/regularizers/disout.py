@@ -26,16 +26,18 @@ def _std(x: torch.Tensor) -> torch.Tensor | float:
     """Unbiased standard deviation of all of ``x`` from its sum and sum of squares, taken in one compiled pass
     (:func:`_sum_and_squares`, on torch's threads), far cheaper on CPU than Welford's ``torch.std`` and half the
     reading of a sum and a dot product; finished in Python floats. Falls back to ``torch.std`` when the mean
-    dominates and the difference of moments would lose precision. A float on the CPU; elsewhere, and under
-    ``torch.compile``, a 0-dim tensor."""
+    dominates and the difference of moments would lose precision. 0 for a single value (no spread to scale the
+    distortion by). A float on the CPU; elsewhere, and under ``torch.compile``, a 0-dim tensor."""
     nhwc = _in_storage_order(x)  # the same values, so the reshape below stays a view
     flat = (x if nhwc is None else nhwc).reshape(-1).float()
     n = flat.numel()
     if x.device.type != "cpu" or torch.compiler.is_compiling():
-        return flat.std()  # a GPU's host must not wait for a value; a graph takes no data-dependent branch
+        return flat.std(correction=int(n > 1))  # the host must not wait for a GPU; a graph takes no data branch
+    if n < 2:
+        return 0.0
     total, squares = _blocks.launch_parallel(_sum_and_squares, flat.detach().numpy())
     mean, mean_square = total / n, squares / n
-    if n < 2 or mean * mean > 1e3 * (mean_square - mean * mean):
+    if mean * mean > 1e3 * (mean_square - mean * mean):
         return flat.std().item()
     return math.sqrt((mean_square - mean * mean) * n / (n - 1))
 
@@ -202,8 +204,9 @@ class Disout(Regularizer):
         return SparseDrop(dropped, values.to(x.dtype), _blocks.sparse_scale(draw))
 
     def has_sparse_draw(self, x: torch.Tensor) -> bool:
-        """In training mode on the CPU where the blocks cover little (the sparse sampler)."""
-        return (self.training and self.drop_prob > 0.0 and x.dim() == 4
+        """In training mode on the CPU where the blocks cover little (the sparse sampler), for an ``x`` the fused
+        ops can write into (:func:`~dropviz.regularizers._blocks.fusable`)."""
+        return (self.training and self.drop_prob > 0.0 and x.dim() == 4 and _blocks.fusable(x)
                 and F_.draws_blocks_sparsely(x, self.drop_prob, self.block_size, self.exact_rate))
 
     def sparse_draw(self, x, generator=None) -> SparseDrop:

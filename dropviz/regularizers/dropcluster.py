@@ -8,7 +8,7 @@ import torch
 
 from . import _blocks
 from . import functional as F_
-from ._checks import check_drop_prob, check_positive_int, check_rank
+from ._checks import check_drop_prob, check_floating, check_int, check_positive_int, check_rank
 from .base import Regularizer
 
 
@@ -74,9 +74,7 @@ class DropCluster(Regularizer):
         super().__init__()
         self.drop_prob = check_drop_prob(drop_prob)
         self.n_clusters = check_positive_int(n_clusters, "n_clusters")
-        if isinstance(refit_every, bool) or int(refit_every) != refit_every or refit_every < 0:
-            raise ValueError(f"refit_every must be an integer >= 0, got {refit_every!r}")
-        self.refit_every = int(refit_every)
+        self.refit_every = check_int(refit_every, "refit_every", 0)
         self.buffer_size = check_positive_int(buffer_size, "buffer_size")
         self.register_buffer("labels", None)
         self.fitted = False
@@ -136,7 +134,8 @@ class DropCluster(Regularizer):
             self.fit(recent.to(x.device))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not self.training:
+        check_floating(x)
+        if not self.training or x.numel() == 0:
             return x
         check_rank(x, (4,), "(N, C, H, W)")
         self._labels_for(x)

@@ -75,4 +75,8 @@ def drop_add_relu(branch: torch.Tensor, shortcut: torch.Tensor, drop: SparseDrop
     """``relu(module(branch) + shortcut)`` for ``drop`` the module's :meth:`~Regularizer.sparse_draw` of
     ``branch``. Writes the dropped units into ``branch`` (so its producer must not need its output for its
     backward: a batch norm's is fine; autograd refuses otherwise)."""
+    if not _blocks.fusable(branch):
+        raise ValueError(f"branch must be a dense tensor (contiguous or channels-last), as the one drawn for: the "
+                         f"draw's units are storage offsets; got shape {tuple(branch.shape)}, "
+                         f"strides {branch.stride()}")
     return _DropAddReLU.apply(branch, shortcut, drop.dropped, drop.values, drop.scale)[0]

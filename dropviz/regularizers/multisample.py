@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._checks import check_drop_prob, check_positive_int
+from ._checks import check_drop_prob, check_floating, check_positive_int
 from .base import Regularizer
 from .dropout import dropout_stages
 
@@ -43,14 +43,16 @@ class MultiSampleDropout(Regularizer):
         return {"input": x, **named, "output": out}
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
+        check_floating(x)
+        if not self.training or self.drop_prob == 0.0 or x.numel() == 0:
             return self.head(x)
         return self.stages(x, generator, explain=False)["output"]
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean over samples of ``loss_fn(head(dropout_i(x)), y)`` (in eval mode: ``loss_fn(head(x), y)``)."""
-        if not self.training or self.drop_prob == 0.0:
+        check_floating(x)
+        if not self.training or self.drop_prob == 0.0 or x.numel() == 0:
             return loss_fn(self.head(x), y)
         return torch.stack([loss_fn(logits, y) for _, logits in self._samples(x, generator)]).mean()
 

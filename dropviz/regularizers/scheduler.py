@@ -1,7 +1,7 @@
 """Linear ramp of a regularizer's drop_prob (DropBlock paper, Sec. 3: "linearly decreasing keep_prob")."""
 from __future__ import annotations
 
-from ._checks import check_drop_prob, check_positive_int
+from ._checks import check_drop_prob, check_int, check_positive_int
 from .base import Regularizer
 
 
@@ -26,9 +26,19 @@ class LinearScheduler(Regularizer):
         return self.module.drop_prob
 
     def step(self) -> None:
-        self.steps_done += 1
-        progress = min(self.steps_done, self.nr_steps) / self.nr_steps
+        self._go_to(self.steps_done + 1)
+
+    def _go_to(self, steps_done: int) -> None:
+        self.steps_done = steps_done
+        progress = min(steps_done, self.nr_steps) / self.nr_steps
         self.module.drop_prob = self.start_value + (self.stop_value - self.start_value) * progress
+
+    def get_extra_state(self) -> dict[str, int]:
+        """The ramp's progress goes into ``state_dict()``, so a checkpoint resumes the ramp where it was."""
+        return {"steps_done": self.steps_done}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self._go_to(check_int(state["steps_done"], "steps_done", 0))
 
     def stages(self, x, generator, explain):
         return self.module.stages(x, generator, explain)

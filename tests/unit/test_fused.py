@@ -10,7 +10,7 @@ from torch import nn
 from dropviz.models import Block, build_model
 from dropviz.models import resnet
 from dropviz.regularizers import Disout, DropBlock2d, DropBlock3d, DropPath, Dropout, ProbDropBlock2d, _blocks
-from dropviz.regularizers.fused import drop_add_relu
+from dropviz.regularizers.fused import drop_add_relu, relu_then_drop
 
 torch.set_num_threads(1)
 
@@ -119,3 +119,23 @@ def test_drop_add_relu_refuses_a_branch_whose_output_its_producer_needs():
     out = drop_add_relu(branch, torch.randn(2, 3, 8, 8), module.sparse_draw(branch))
     with pytest.raises(RuntimeError, match="inplace"):
         out.sum().backward()
+
+
+def test_fused_ops_refuse_tensors_that_are_not_dense():
+    """A draw's units are storage offsets in the dense layout of ``x``'s shape. On a strided view they would
+    land on other units, some outside the view, so no sparse draw is offered for it and ``drop_add_relu``
+    refuses such a branch; the module path (which writes a new tensor) gives the same output for the view
+    as for a dense copy."""
+    module = DropBlock2d(0.2, 3).train()
+    wide = torch.randn(4, 6, 12, 16)
+    view = wide[..., :12]
+    assert not module.has_sparse_draw(view) and module.has_sparse_draw(view.contiguous())
+    with pytest.raises(ValueError, match="no sparse draw"):
+        relu_then_drop(wide.clone()[..., :12], module)
+    assert torch.equal(module(view, torch.Generator().manual_seed(1)),
+                       module(view.contiguous(), torch.Generator().manual_seed(1)))
+    branch = torch.randn(4, 6, 12, 12)
+    drop = module.sparse_draw(branch, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="dense"):
+        drop_add_relu(branch.transpose(2, 3), torch.randn(4, 6, 12, 12), drop)
+    assert not module.has_sparse_draw(torch.zeros(0, 6, 12, 12))

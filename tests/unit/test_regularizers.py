@@ -168,6 +168,13 @@ BAD_ARGUMENTS = [
     (lambda: LinearScheduler(DropBlock2d(), 0.0, 1.2, 10), "stop_value"),
     (lambda: LinearScheduler(DropBlock2d(), 0.0, 0.2, 0), "nr_steps"),
     (lambda: REGISTRY["dropblock"].make(block=3), "block_size"),
+    (lambda: DropBlock2d(0.1, float("inf")), "block_size"),
+    (lambda: DropBlock2d(0.1, float("nan")), "block_size"),
+    (lambda: DropBlock2d(0.1, None), "block_size"),
+    (lambda: Dropout(None), "drop_prob"),
+    (lambda: Dropout("a lot"), "drop_prob"),
+    (lambda: DropCluster(0.1, 4, refit_every=float("inf")), "refit_every"),
+    (lambda: LinearScheduler(DropBlock2d(), 0.0, 0.2, float("inf")), "nr_steps"),
     (lambda: DropBlock2d(0.1, 3)(torch.zeros(2, 3, 4)), r"\(N, C, H, W\)"),
     (lambda: DropBlock3d(0.1, 3)(torch.zeros(2, 3, 4, 4)), r"\(N, C, D, H, W\)"),
     (lambda: Disout(0.1, 3)(torch.zeros(3, 4)), r"\(N, C, H, W\)"),
@@ -205,6 +212,38 @@ def test_registry_entries_take_their_param_extremes():
                 assert stages["output"].shape == x.shape
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bool])
+@pytest.mark.parametrize("name", ALL)
+def test_non_floating_inputs_are_refused_in_every_mode(name, dtype):
+    """A mask renormalised by a fractional scale cannot be held in an integer tensor (DropCluster's dense path
+    once returned int64 input unscaled)."""
+    module = make_all()[name]
+    x = image().gt(0).to(dtype)
+    for mode in (module.train(), module.eval()):
+        with pytest.raises(ValueError, match="floating-point"):
+            mode(x)
+    with pytest.raises(ValueError, match="floating-point"):
+        module.explain(x)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 14, 14), (4, 8, 0, 14)])
+@pytest.mark.parametrize("name", ALL)
+def test_an_empty_input_passes_through_training(name, shape):
+    """An empty batch (a detection model with no regions, a last batch of nothing) has nothing to drop:
+    the module returns it as it is rather than dividing by its size; explain says there is nothing to show."""
+    module = make_all()[name].train()
+    x = torch.zeros(shape)
+    assert module(x).shape == shape
+    with pytest.raises(ValueError, match="empty"):
+        module.explain(x)
+
+
+def test_disout_on_a_single_value_distorts_by_nothing():
+    """The unbiased SD of one value is undefined (NaN); Disout scales its noise by 0 there instead."""
+    out = Disout(0.5, 1).train()(torch.tensor([[[[3.0]]]]), torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()
+
+
 def test_linear_scheduler_ramps_then_holds():
     module = DropBlock2d(0.3, 3)
     scheduler = LinearScheduler(module, 0.0, 0.2, 4)
@@ -231,3 +270,17 @@ def test_torch_compile():
             assert 0.1 < 1 - kept.double().mean().item() < 0.3
         module.eval()
         assert torch.equal(torch.compile(module)(x), x)
+
+
+def test_linear_scheduler_progress_is_in_its_state_dict(tmp_path):
+    """A checkpoint of a model with a scheduled regularizer resumes the ramp, not restarts it; the state loads
+    with ``weights_only=True``."""
+    scheduler = LinearScheduler(DropBlock2d(block_size=3), 0.0, 0.3, 10)
+    for _ in range(5):
+        scheduler.step()
+    torch.save(scheduler.state_dict(), tmp_path / "state.pt")
+    resumed = LinearScheduler(DropBlock2d(block_size=3), 0.0, 0.3, 10)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert resumed.steps_done == 5 and resumed.drop_prob == pytest.approx(0.15)
+    resumed.step()
+    assert resumed.drop_prob == pytest.approx(0.18)
