@@ -16,7 +16,7 @@ from dropviz.features.weights import imagenet_weights_path
 from dropviz.regularizers import REGISTRY
 from dropviz.train import default_runs_dir
 from dropviz.ui.controls import method_controls, method_select, seed_control, share_link
-from dropviz.ui.image_input import feature_map, image_picker
+from dropviz.ui.image_input import feature_map, image_picker, image_thumbnail
 from dropviz.ui.panels import plotly_config
 from dropviz.viz import features as fig
 from dropviz.viz.figures import stage_row
@@ -132,7 +132,7 @@ st.caption("What a regularizer really touches: a network's feature maps. Pick a 
 with st.sidebar:
     model, model_id = choose_network()
     picked = image_picker(key="")
-    st.image(picked.pixels, caption=picked.caption, width=160)
+    image_thumbnail(picked)
 
 if model.trained:
     st.success(f"Weights: {model.weights}", icon=":material/check_circle:")

@@ -29,6 +29,9 @@ UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 UPLOAD_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif")
 MIN_SIDE, MAX_SIDE = 4, 512
 """Range of the feature-map side :func:`to_feature_map` resizes to."""
+MAX_ASPECT_RATIO = 16
+"""Longest side over shortest side accepted for an upload: the feature map is a centred square crop, and a
+thumbnail of a thinner strip would be under ten pixels across (or tens of thousands long)."""
 
 SAMPLES: dict[str, str] = {
     # name in skimage.data -> caption. All ship inside scikit-image's wheel: no download, works offline.
@@ -200,6 +203,8 @@ def decode_image(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: 
             raise ImageError(_too_many_pixels_message((width, height), max_pixels))
         if width < 1 or height < 1:
             raise ImageError(f"The image has no pixels ({width} x {height}).")
+        if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+            raise ImageError(_too_thin_message(width, height))
         notes = []
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
@@ -220,6 +225,19 @@ def _too_many_pixels_message(size: tuple[int, int] | None, max_pixels: int) -> s
         return f"The image is far too large to decode safely; {limit}."
     w, h = size
     return f"The image is {w} x {h} = {w * h / 1e6:.1f} megapixels; {limit}. Downscale it and try again."
+
+
+def _too_thin_message(width: int, height: int) -> str:
+    shape = "wider than tall" if width > height else "taller than wide"
+    ratio = max(width, height) / min(width, height)
+    return (f"The image is {width} x {height} pixels, {ratio:.0f} times {shape}; dropviz uses a centred square "
+            f"of it, so upload one at most {MAX_ASPECT_RATIO} times longer one way than the other (crop it first).")
+
+
+def thumbnail_width(pixels: np.ndarray, box: int = 160) -> int:
+    """The display width that fits ``pixels`` (H, W, ...) into a ``box`` x ``box`` square, at least 1 pixel."""
+    height, width = pixels.shape[:2]
+    return max(1, round(box * width / max(height, width)))
 
 
 def _to_rgb(im: Image.Image, notes: list[str]) -> np.ndarray:

@@ -135,5 +135,10 @@ def image_sidebar(*, key: str, bind_url: bool = True, default_side: int = 128) -
     with st.sidebar:
         picked = image_picker(key=key, bind_url=bind_url)
         side, gray = feature_map_controls(key=key, bind_url=bind_url, default_side=default_side)
-        st.image(picked.pixels, caption=picked.caption, width=160)
+        image_thumbnail(picked)
     return picked, feature_map(picked, side, gray)
+
+
+def image_thumbnail(picked: PickedImage) -> None:
+    """The picked image inside a 160 px square, so a tall image does not run down the sidebar."""
+    st.image(picked.pixels, caption=picked.caption, width=images.thumbnail_width(picked.pixels))

@@ -197,3 +197,20 @@ def test_dropcluster_fitted_to_the_image_follows_its_content(app_env):
     assert not at.exception
     fitted = panels(at)["cluster map"]
     assert len(border_patterns(fitted)) > 4  # clusters that follow the coins: borders move from row to row
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size", [(3000, 8), (700, 2), (8, 3000)])
+def test_a_thin_strip_upload_is_refused_and_the_last_good_upload_stays(app_env, size):
+    at = explorer(image="upload")
+    at.file_uploader[0].set_value(("good.png", png(64, 48), "image/png")).run()
+    at.file_uploader[0].set_value(("strip.png", png(*size), "image/png")).run()
+    assert not at.exception
+    assert any(f"{size[0]} x {size[1]} pixels" in error.value for error in at.error)
+    assert "Showing the last good upload, good.png (PNG)." in [caption.value for caption in at.caption]
+    assert at.session_state["last_upload"].pixels.shape == (48, 64, 3)

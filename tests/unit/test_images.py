@@ -179,3 +179,23 @@ def test_real_cifar10_copy_is_found_from_its_data_dir(cifar10_dir):
     pixels, label = cifar.image(9_999)
     assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8 and label == "truck"
     assert len(find_cifar10(cifar10_dir)) == 10_000  # the dataset folder itself works too
+
+
+@pytest.mark.parametrize("size", [(3000, 8), (700, 2), (8, 3000)])
+def test_strips_too_thin_to_show_are_refused_with_their_shape(size):
+    with pytest.raises(ImageError, match=f"{size[0]} x {size[1]} pixels.*at most {images.MAX_ASPECT_RATIO} times"):
+        decode_image(encode(Image.new("RGB", size, (200, 30, 30)), "PNG"))
+
+
+def test_the_thinnest_accepted_strip_still_decodes():
+    decoded = decode_image(encode(Image.new("RGB", (images.MAX_ASPECT_RATIO * 3, 3)), "PNG"))
+    assert decoded.pixels.shape == (3, images.MAX_ASPECT_RATIO * 3, 3)
+
+
+@pytest.mark.parametrize("shape, width", [((512, 512), 160), ((32, 32), 160), ((100, 1600), 160),
+                                          ((1600, 100), 10), ((3, 48), 160), ((48, 3), 10)])
+def test_thumbnails_fit_a_160_px_square_and_stay_visible(shape, width):
+    pixels = np.zeros((*shape, 3), np.uint8)
+    assert images.thumbnail_width(pixels) == width
+    height = width * shape[0] / shape[1]
+    assert max(width, height) <= 160 and min(width, height) >= 10
