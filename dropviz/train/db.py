@@ -1,6 +1,6 @@
 """The runs database: one SQLite file in the runs dir, in WAL mode so the dashboard reads while jobs write.
 
-Tables: ``runs`` (one row per run: config, status, progress, worker pid and heartbeat, error), ``steps``
+Tables: ``runs`` (one row per run: config, status, progress, worker pid, start time and heartbeat, error), ``steps``
 (training metrics every ``log_every`` steps) and ``epochs`` (train and test metrics per epoch). Every
 process opens its own connection; writers wait for each other (``busy_timeout``) instead of failing.
 
@@ -30,8 +30,8 @@ EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, created REAL NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL,
-    pid INTEGER, heartbeat REAL, device TEXT, epoch INTEGER NOT NULL DEFAULT 0, epochs INTEGER NOT NULL,
-    step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, started REAL, finished REAL, error TEXT,
+    pid INTEGER, pid_start INTEGER, heartbeat REAL, device TEXT, epoch INTEGER NOT NULL DEFAULT 0,
+    epochs INTEGER NOT NULL, step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, started REAL, finished REAL, error TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch REAL NOT NULL, time REAL NOT NULL,
@@ -70,9 +70,17 @@ class RunsDB:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        self._add_missing_columns()
 
     def close(self) -> None:
         self.conn.close()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a database written by an earlier version up to ``SCHEMA`` (in one transaction: two processes
+        opening it at once must not both add a column)."""
+        with self.transaction() as conn:
+            if "pid_start" not in self.run_columns():
+                conn.execute("ALTER TABLE runs ADD COLUMN pid_start INTEGER")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

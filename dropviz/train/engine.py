@@ -34,6 +34,7 @@ from dropviz.regularizers import LinearScheduler
 
 from .config import ConfigError, RunConfig
 from .db import RunsDB, run_dir
+from .process import process_start_time
 
 HEARTBEAT_S = 1.0
 CHECKPOINT = "checkpoint.pt"
@@ -158,8 +159,8 @@ def train_run(runs_dir: str | Path, run_id: str, progress: bool | None = None) -
         if db:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "config.json").write_text(config.to_json())
-            db.update_run(run_id, status="running", pid=os.getpid(), heartbeat=time.time(), started=time.time(),
-                          finished=None, error=None)
+            db.update_run(run_id, status="running", pid=os.getpid(), pid_start=process_start_time(os.getpid()),
+                          heartbeat=time.time(), started=time.time(), finished=None, error=None)
         heartbeat = Heartbeat(runs_dir, run_id) if db else nullcontext()
         with heartbeat:
             _train(config, db, run_id, folder, rank, world_size, heartbeat, progress)

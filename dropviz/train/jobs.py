@@ -28,6 +28,7 @@ import dropviz
 from .config import RunConfig
 from .db import ACTIVE, RunsDB, check_run_id, run_dir
 from .engine import LOG
+from .process import process_start_time, worker_alive
 
 STALE_HEARTBEAT_S = 60.0  # backstop for a hung worker; a dead one is seen at once through its pid
 START_GRACE_S = 120.0  # a claimed run's process must show up by then (imports can be slow on a busy machine)
@@ -49,34 +50,6 @@ def default_runs_dir() -> Path:
 def max_running_from_env() -> int:
     value = os.environ.get("DROPVIZ_MAX_RUNS", "")
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_RUNS
-
-
-def worker_alive(pid: int | None, run_id: str | None = None) -> bool:
-    """Whether ``pid`` is a live (not zombie) dropviz training process, for ``run_id`` if given.
-
-    Checking the command line guards against a recycled pid belonging to something else. A live process with
-    no command line is one the kernel is still exec'ing: ``Popen`` returns (and we record the pid) before the
-    new program's arguments are set up, so it reads empty for a moment. It counts as alive; the next look tells."""
-    if not pid:
-        return False
-    proc = Path("/proc") / str(pid)
-    if not Path("/proc/self").exists():  # no procfs: the best we can do is "a process with this pid exists"
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    if state in ("Z", "X"):
-        return False
-    return not cmdline or "dropviz.train" in cmdline and (run_id is None or "--worker" not in cmdline
-                                                          or run_id in cmdline)
 
 
 class JobManager:
@@ -170,9 +143,9 @@ class JobManager:
             if run["status"] == "starting" and run["pid"] is None:
                 gone = now - beat > START_GRACE_S
             elif run["status"] == "starting":
-                gone = not worker_alive(run["pid"], run["id"])
+                gone = not worker_alive(run["pid"], run["pid_start"])
             else:
-                gone = not worker_alive(run["pid"], run["id"]) or now - beat > STALE_HEARTBEAT_S
+                gone = not worker_alive(run["pid"], run["pid_start"]) or now - beat > STALE_HEARTBEAT_S
             if gone:
                 dead.append(run["id"])
                 message = (f"The worker process (pid {run['pid']}) stopped without reporting (killed, e.g. by "
@@ -194,8 +167,8 @@ class JobManager:
                 "SELECT id FROM runs WHERE status = 'queued' ORDER BY created, id LIMIT ?",
                 (max(0, self.max_running - active),))]
             for run_id in claimed:
-                conn.execute("UPDATE runs SET status = 'starting', pid = NULL, heartbeat = ? WHERE id = ?",
-                             (time.time(), run_id))
+                conn.execute("UPDATE runs SET status = 'starting', pid = NULL, pid_start = NULL, heartbeat = ? "
+                             "WHERE id = ?", (time.time(), run_id))
         for run_id in claimed:
             self._spawn(run_id)
         return claimed
@@ -215,4 +188,5 @@ class JobManager:
             self.db.update_run(run_id, status="failed", error=f"could not start the worker: {error}",
                                finished=time.time())
             return
-        self.db.conn.execute("UPDATE runs SET pid = ? WHERE id = ? AND pid IS NULL", (process.pid, run_id))
+        self.db.conn.execute("UPDATE runs SET pid = ?, pid_start = ? WHERE id = ? AND pid IS NULL",
+                             (process.pid, process_start_time(process.pid), run_id))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dropviz.train import JobManager, ReadOnlyError, RunConfig
+from dropviz.train import JobManager, ReadOnlyError, RunConfig, RunsDB, process_start_time, worker_alive
+from dropviz.train.db import DB_NAME, SCHEMA
 from dropviz.train.engine import lr_factor
 
 TINY = dict(dataset="digits", limit_test=64, batch_size=32, log_every=1, device="cpu")
@@ -55,32 +57,49 @@ def test_sigkill_mid_epoch_fails_the_run_keeps_its_metrics_and_resume_finishes(t
     assert [e["epoch"] for e in manager.db.epochs(run_id)] == [1, 2, 3]
 
 
-# fields 48 and 49 of /proc/PID/stat (proc(5)): where the kernel reads the process's command line from
-BLANK_OWN_COMMAND_LINE = """
-import ctypes, time
-fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
-arg_start, arg_end = int(fields[45]), int(fields[46])
-ctypes.memset(arg_start, 0, arg_end - arg_start)
-print("blank", flush=True)
-time.sleep(120)
+TRAIN_FROM_PYTHON = """
+import sys
+from dropviz.train import train_run
+train_run(sys.argv[1], sys.argv[2], progress=False)
 """
 
 
-def test_a_worker_the_kernel_is_still_starting_is_not_called_dead(tmp_path):
-    """Popen returns, and the pid is recorded, before the kernel has set up the new program's arguments, so the
-    first poll after a launch or resume can find the worker with a blank command line. A process that blanks its
-    own command line stands in for that moment (which lasts microseconds, too short to hit on purpose)."""
+def test_a_run_trained_from_python_is_alive_while_it_trains(tmp_path):
+    """A script calling train_run is no `python -m dropviz.train`: its command line must not decide."""
     manager = JobManager(tmp_path)
-    run_id = manager.db.create_run(RunConfig(**TINY), status="starting")
-    with subprocess.Popen([sys.executable, "-c", BLANK_OWN_COMMAND_LINE], stdout=subprocess.PIPE) as process:
+    run_id = manager.db.create_run(RunConfig(epochs=30, limit_train=1024, **TINY), status="starting")
+    script = tmp_path / "my_experiment.py"
+    script.write_text(TRAIN_FROM_PYTHON)
+    with subprocess.Popen([sys.executable, str(script), str(tmp_path), run_id],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}) as process:
+        wait_for(manager, run_id, lambda r: r["step"] >= 2)
+        assert manager.reap() == [] and manager.run(run_id)["status"] == "running"
+        manager.cancel(run_id)
+        assert process.wait(timeout=120) == 0
+    assert manager.run(run_id)["status"] == "cancelled"
+
+
+def test_a_worker_is_known_by_its_pid_and_start_time(tmp_path):
+    manager = JobManager(tmp_path)
+    run_id = manager.db.create_run(RunConfig(**TINY), status="running")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) as process:
         try:
-            assert process.stdout.readline() == b"blank\n"
-            assert Path(f"/proc/{process.pid}/cmdline").read_bytes().strip(b"\0") == b""
-            manager.db.update_run(run_id, pid=process.pid)
-            assert manager.reap() == [] and manager.run(run_id)["status"] == "starting"
+            started = process_start_time(process.pid)
+            assert worker_alive(process.pid, started)
+            assert not worker_alive(process.pid, started + 1)  # the same pid, given later to another process
+            manager.db.update_run(run_id, pid=process.pid, pid_start=started, heartbeat=time.time())
+            assert manager.reap() == [] and manager.run(run_id)["status"] == "running"
         finally:
             process.kill()
+    assert not worker_alive(process.pid, started)
     assert manager.reap() == [run_id]  # once it is gone, the next poll says so
+
+
+def test_a_runs_database_from_before_the_start_time_gains_its_column(tmp_path):
+    old_schema = SCHEMA.replace(" pid_start INTEGER,", "")
+    assert old_schema != SCHEMA
+    sqlite3.connect(tmp_path / DB_NAME).executescript(old_schema)
+    assert "pid_start" in RunsDB(tmp_path).run_columns()
 
 
 def test_two_runs_at_once_keep_their_metrics_apart(tmp_path):
