@@ -65,6 +65,20 @@ def seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...]
     return _seed_rate(float(drop_prob), tuple(spatial), tuple(block), bool(exact))
 
 
+@torch.library.custom_op("dropviz::seed_rate", mutates_args=())
+def traced_seed_rate(drop_prob: torch.Tensor, spatial: list[int], block: list[int], exact: bool) -> torch.Tensor:
+    """:func:`seed_rate` as an op on a 0-dim float64 CPU tensor, for ``torch.compile``. A rate that changes
+    every step (a :class:`~dropviz.regularizers.LinearScheduler`) then enters the graph as a value: as a Python
+    float it was baked into the graph, so every new rate recompiled, and past torch's recompile limit parts of
+    a call fell back to eager code, whose sparse draws the compiled rest could not take."""
+    return torch.tensor(seed_rate(drop_prob.item(), tuple(spatial), tuple(block), exact), dtype=torch.float64)
+
+
+@traced_seed_rate.register_fake
+def _(drop_prob, spatial, block, exact):
+    return torch.empty((), dtype=torch.float64)
+
+
 @lru_cache(maxsize=512)
 def _seed_rate(drop_prob: float, spatial: tuple[int, ...], block: tuple[int, ...], exact: bool) -> float:
     n_valid = math.prod(s - k + 1 for s, k in zip(spatial, block))

@@ -7,6 +7,8 @@ import torch
 
 
 def _number(value, name: str) -> float:
+    if isinstance(value, (float, torch.SymFloat)):  # float() of a traced rate would bake it into the graph
+        return value
     try:
         return float(value)
     except (TypeError, ValueError):

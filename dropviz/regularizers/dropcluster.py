@@ -120,6 +120,7 @@ class DropCluster(Regularizer):
             self._recent.clear()
         return self.labels.to(x.device)
 
+    @torch.compiler.disable  # a step count in the graph would recompile it at every step
     def _record(self, x: torch.Tensor) -> None:
         """Keep the samples of the steps just before a refit, then refit (only during training)."""
         self.steps += 1

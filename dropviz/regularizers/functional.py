@@ -79,9 +79,14 @@ def block_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int,
 
 
 def _spatial_seed_rate(spatial: tuple[int, ...], drop_prob: float, block_size: int,
-                       exact_rate: bool) -> tuple[tuple[int, ...], float]:
+                       exact_rate: bool) -> tuple[tuple[int, ...], float | torch.Tensor]:
+    """The block and gamma: a float, or under ``torch.compile`` a 0-dim tensor (the dense sampler takes both)."""
     block = _blocks.clip_block(spatial, check_block_size(block_size))
-    return block, _blocks.seed_rate(check_drop_prob(drop_prob), spatial, block, exact_rate)
+    drop_prob = check_drop_prob(drop_prob)
+    if torch.compiler.is_compiling():
+        rate = torch.ones((), dtype=torch.float64) * drop_prob  # scalar_tensor(drop_prob) would bake it in
+        return block, _blocks.traced_seed_rate(rate, list(spatial), list(block), exact_rate)
+    return block, _blocks.seed_rate(drop_prob, spatial, block, exact_rate)
 
 
 def draws_blocks_sparsely(x: torch.Tensor, drop_prob: float, block_size: int, exact_rate: bool = True) -> bool:

@@ -284,3 +284,26 @@ def test_linear_scheduler_progress_is_in_its_state_dict(tmp_path):
     assert resumed.steps_done == 5 and resumed.drop_prob == pytest.approx(0.15)
     resumed.step()
     assert resumed.drop_prob == pytest.approx(0.18)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in ALL if n != "scheduled_dropblock"])
+def test_torch_compile_takes_a_scheduled_rate_without_recompiling(name):
+    """A linear schedule changes ``drop_prob`` at every step. Compiled, the rate must enter the graph as a value:
+    baked in, every new rate compiled new graphs, and past torch's recompile limit parts of a call ran eagerly
+    and the sparse draws they made crashed the compiled rest. Torch's first recompile (which makes the rate
+    dynamic) is allowed; after it no call may add a graph."""
+    from torch._dynamo.utils import counters
+    module = make_all()[name].train()
+    schedule = LinearScheduler(module, 0.05, 0.3, 10)
+    x = image(shape=(4, 8, 12, 12))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(module)
+    graphs = []
+    for _ in range(10):
+        schedule.step()
+        out = compiled(x)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[2:] == [graphs[1]] * 8, graphs
