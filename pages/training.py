@@ -9,7 +9,8 @@ from dropviz.models import DROPCLUSTER_DEFAULT, MODELS, PLACEMENT, feature_layer
 from dropviz.regularizers import REGISTRY
 from dropviz.train import ConfigError, JobManager, ReadOnlyError, RunConfig, check_run_id, readonly, regularizer_names
 from dropviz.train.config import DEVICES, SCHEDULES
-from dropviz.train.report import ACTIVE_OR_WAITING, metrics_csv, run_label, runs_table
+from dropviz.train.jobs import unresponsive_for
+from dropviz.train.report import ACTIVE_OR_WAITING, duration, metrics_csv, run_label, runs_table
 from dropviz.ui.controls import method_controls
 from dropviz.ui.panels import plotly_config
 from dropviz.viz.curves import METRICS, SPLITS, curves_figure
@@ -100,6 +101,13 @@ def run_actions(runs_by_id: dict[str, dict]) -> None:
         if no.button("Keep it", key="train_delete_no"):
             st.session_state.pop("train_confirm_delete")
             st.rerun()
+    silent = unresponsive_for(run)
+    if silent:
+        st.warning(f"The worker (pid {run['pid']}) is alive but has not reported for {duration(silent)}: it may be "
+                   f"stopped (Ctrl-Z, SIGSTOP), its machine may have slept, or it hangs. It is not marked failed, so "
+                   f"nothing is lost and no second worker can start on it: it carries on when its process does. To "
+                   f"give it up, end it (`kill -9 {run['pid']}`); the run then shows as failed, and Resume continues "
+                   f"from its last checkpoint.", icon=":material/hourglass_disabled:")
     if run["status"] == "failed":
         st.error(run["error"] or "The run failed.")
         with st.expander("End of the worker's log"):

@@ -22,10 +22,9 @@ from dropviz.models import MODELS, PLACEMENT, feature_layer_names
 from dropviz.regularizers import REGISTRY
 
 from .config import DEVICES, SCHEDULES, ConfigError, RunConfig, flag, regularizer_names
-from .db import ACTIVE, RunsDB, check_run_id
+from .db import RunsDB, check_run_id
 from .engine import distributed, train_run
-from .jobs import JobManager, default_runs_dir
-from .process import worker_alive
+from .jobs import JobManager, default_runs_dir, live_worker_problem
 
 EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130}
 
@@ -111,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         if run is None:
             p.error(f"no run {run_id} in {runs_dir}")
         if args.resume:
-            if run["status"] in ACTIVE and worker_alive(run["pid"], run["pid_start"]):
-                p.error(f"run {run_id} is {run['status']} in process {run['pid']}; cancel it first")
+            problem = live_worker_problem(run)
+            if problem:
+                p.error(problem)
             db.update_run(run_id, cancel_requested=0)  # an earlier cancel request does not stop this resume
         status = train_run(runs_dir, run_id, progress)
         if args.worker:  # this slot is free now: start whatever waits in the queue

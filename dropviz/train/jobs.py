@@ -7,8 +7,11 @@ frees, whoever notices first (a dashboard refresh, or a worker that just finishe
 one ``BEGIN IMMEDIATE`` transaction, so two schedulers never start the same run.
 
 A worker that dies without a word (SIGKILL, out of memory) leaves its row ``running``; :meth:`JobManager.reap`
-marks it ``failed`` as soon as its process is gone (or is a zombie) or its heartbeat is older than
-``STALE_HEARTBEAT_S``. What it logged stays; :meth:`JobManager.resume` continues from its last checkpoint.
+marks it ``failed`` as soon as its process is gone (or is a zombie). What it logged stays;
+:meth:`JobManager.resume` continues from its last checkpoint. A worker that is alive but silent for more than
+``STALE_HEARTBEAT_S`` (stopped with Ctrl-Z or SIGSTOP, on a machine that slept, or hung) is never failed: it
+would carry on later beside a resumed one. It stays ``running``, shown as unresponsive (:func:`unresponsive_for`),
+until it goes on or someone ends it; no run is resumed while its last worker lives.
 
 With ``$DROPVIZ_READONLY`` set (a dashboard shared with a class), launching, cancelling, resuming and deleting
 raise :class:`ReadOnlyError`.
@@ -30,7 +33,7 @@ from .db import ACTIVE, RunsDB, check_run_id, run_dir
 from .engine import LOG
 from .process import process_start_time, worker_alive
 
-STALE_HEARTBEAT_S = 60.0  # backstop for a hung worker; a dead one is seen at once through its pid
+STALE_HEARTBEAT_S = 60.0  # a live worker silent for longer is shown as unresponsive
 START_GRACE_S = 120.0  # a claimed run's process must show up by then (imports can be slow on a busy machine)
 DEFAULT_MAX_RUNS = 2
 
@@ -50,6 +53,23 @@ def default_runs_dir() -> Path:
 def max_running_from_env() -> int:
     value = os.environ.get("DROPVIZ_MAX_RUNS", "")
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_RUNS
+
+
+def unresponsive_for(run: dict[str, Any], now: float | None = None) -> float | None:
+    """Seconds since a running run's worker last reported, once that is more than ``STALE_HEARTBEAT_S``; else
+    None. :meth:`JobManager.reap` fails runs whose worker is gone, so this one is alive but not running."""
+    if run["status"] != "running" or not run["heartbeat"]:
+        return None
+    silent = (now or time.time()) - run["heartbeat"]
+    return silent if silent > STALE_HEARTBEAT_S else None
+
+
+def live_worker_problem(run: dict[str, Any]) -> str | None:
+    """Why ``run`` cannot be resumed while its last worker lives (None when it does not): two would write."""
+    if not worker_alive(run["pid"], run["pid_start"]):
+        return None
+    return (f"run {run['id']}'s worker (pid {run['pid']}) is still alive ({run['status']}): wait for it to end, or "
+            f"end it (kill {run['pid']}; kill -9 {run['pid']} if it is stopped), before resuming")
 
 
 class JobManager:
@@ -111,11 +131,14 @@ class JobManager:
         self._writable()
         check_run_id(run_id)
         with self.db.transaction() as conn:
-            updated = conn.execute(
-                "UPDATE runs SET status = 'queued', error = NULL, cancel_requested = 0, finished = NULL "
-                "WHERE id = ? AND status IN ('failed', 'cancelled')", (run_id,)).rowcount
-        if not updated:
-            raise ValueError(f"run {run_id} is not failed or cancelled, so there is nothing to resume")
+            run = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if run is None or run["status"] not in ("failed", "cancelled"):
+                raise ValueError(f"run {run_id} is not failed or cancelled, so there is nothing to resume")
+            problem = live_worker_problem(dict(run))
+            if problem:
+                raise ValueError(problem)
+            conn.execute("UPDATE runs SET status = 'queued', error = NULL, cancel_requested = 0, finished = NULL "
+                         "WHERE id = ?", (run_id,))
         self.schedule()
 
     def delete(self, run_id: str) -> None:
@@ -135,17 +158,16 @@ class JobManager:
     # ---------------------------------------------------------------- bookkeeping
 
     def reap(self) -> list[str]:
-        """Mark active runs whose worker is gone as failed; return their ids."""
+        """Mark active runs whose worker is gone as failed; return their ids. A live worker is never judged gone,
+        however long it has been silent (see :func:`unresponsive_for`)."""
         now = time.time()
         dead = []
         for run in self.db.conn.execute("SELECT * FROM runs WHERE status IN ('starting', 'running')").fetchall():
             beat = run["heartbeat"] or run["created"]
-            if run["status"] == "starting" and run["pid"] is None:
+            if run["status"] == "starting" and run["pid"] is None:  # claimed, its process not yet recorded
                 gone = now - beat > START_GRACE_S
-            elif run["status"] == "starting":
-                gone = not worker_alive(run["pid"], run["pid_start"])
             else:
-                gone = not worker_alive(run["pid"], run["pid_start"]) or now - beat > STALE_HEARTBEAT_S
+                gone = not worker_alive(run["pid"], run["pid_start"])
             if gone:
                 dead.append(run["id"])
                 message = (f"The worker process (pid {run['pid']}) stopped without reporting (killed, e.g. by "

@@ -11,6 +11,7 @@ from dropviz.models import DROPCLUSTER_DEFAULT
 from dropviz.regularizers import REGISTRY
 
 from .db import EPOCH_METRICS, STEP_METRICS, RunsDB
+from .jobs import unresponsive_for
 
 ACTIVE_OR_WAITING = ("queued", "starting", "running")
 
@@ -48,20 +49,23 @@ def progress(run: dict[str, Any], now: float | None = None) -> tuple[float, floa
 
 
 def runs_table(db: RunsDB, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per run for a table: label, status, progress, epochs, last test accuracy, ETA, device."""
+    """One row per run for a table: label, status (with how long a live worker has been silent, past
+    ``STALE_HEARTBEAT_S``), progress, epochs, last test accuracy, ETA, device."""
     rows = []
     for run in runs:
         fraction, eta = progress(run)
         epochs = db.epochs(run["id"])
-        rows.append({"run": run_label(run), "status": run["status"], "progress": fraction,
+        silent = unresponsive_for(run)
+        status = f"{run['status']}, unresponsive {duration(silent)}" if silent else run["status"]
+        rows.append({"run": run_label(run), "status": status, "progress": fraction,
                      "epoch": f"{run['epoch']}/{run['epochs']}",
                      "test acc": epochs[-1]["test_acc"] if epochs else None,
-                     "ETA": _duration(eta) if eta is not None else "", "device": run.get("device") or "",
+                     "ETA": duration(eta) if eta is not None else "", "device": run.get("device") or "",
                      "id": run["id"]})
     return rows
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dropviz.train import JobManager, RunConfig, RunsDB
+from dropviz.train import JobManager, RunConfig, RunsDB, process_start_time
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "training.py")
 TIMEOUT_S = 120
@@ -120,3 +123,17 @@ def test_a_run_whose_worker_died_is_shown_failed_with_what_happened(runs_dir):
     assert list(at.dataframe[0].value["status"]) == ["failed"]
     assert any("stopped without reporting" in e.value for e in at.error)
     assert RunsDB(runs_dir).run(run_id)["status"] == "failed"
+
+
+def test_a_live_worker_that_stopped_reporting_is_shown_unresponsive_not_failed(runs_dir):
+    run_id = add_run(runs_dir, "running")
+    # this test's own process stands in for a worker that is alive but stopped (Ctrl-Z) for 10 minutes
+    RunsDB(runs_dir).update_run(run_id, pid=os.getpid(), pid_start=process_start_time(os.getpid()),
+                                heartbeat=time.time() - 600)
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    [status] = at.dataframe[0].value["status"]
+    assert re.fullmatch(r"running, unresponsive 10m\d\ds", status)
+    assert any(f"pid {os.getpid()}) is alive but has not reported" in w.value for w in at.warning)
+    assert not at.error and RunsDB(runs_dir).run(run_id)["status"] == "running"
+    assert at.button(key="train_resume").disabled

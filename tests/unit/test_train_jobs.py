@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from dropviz.train import JobManager, ReadOnlyError, RunConfig, RunsDB, process_start_time, worker_alive
+from dropviz.train.__main__ import main
 from dropviz.train.db import DB_NAME, SCHEMA
 from dropviz.train.engine import lr_factor
+from dropviz.train.jobs import STALE_HEARTBEAT_S, unresponsive_for
 
 TINY = dict(dataset="digits", limit_test=64, batch_size=32, log_every=1, device="cpu")
 
@@ -93,6 +95,36 @@ def test_a_worker_is_known_by_its_pid_and_start_time(tmp_path):
             process.kill()
     assert not worker_alive(process.pid, started)
     assert manager.reap() == [run_id]  # once it is gone, the next poll says so
+
+
+def test_a_live_worker_that_stopped_reporting_is_not_failed_nor_resumed_beside(tmp_path, monkeypatch, capsys):
+    """Stopped (Ctrl-Z, SIGSTOP) or on a machine that slept, a worker carries on later: failing its run would let
+    a resume start a second worker on it, both writing."""
+    monkeypatch.setattr(JobManager, "_spawn", lambda self, run_id: None)  # a resume queues, starts no worker
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # main() sets a SIGTERM handler: not in pytest
+    manager = JobManager(tmp_path)
+    run_id = manager.db.create_run(RunConfig(**TINY), status="running")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) as process:
+        try:
+            last_beat = time.time() - 10 * STALE_HEARTBEAT_S
+            manager.db.update_run(run_id, pid=process.pid, pid_start=process_start_time(process.pid),
+                                  heartbeat=last_beat)
+            assert manager.reap() == [] and manager.run(run_id)["status"] == "running"
+            assert unresponsive_for(manager.run(run_id)) == pytest.approx(10 * STALE_HEARTBEAT_S, abs=5)
+            with pytest.raises(ValueError, match="not failed or cancelled"):
+                manager.resume(run_id)
+            # a worker that wrote its last status and has yet to exit
+            manager.db.update_run(run_id, status="cancelled")
+            with pytest.raises(ValueError, match=f"worker \\(pid {process.pid}\\) is still alive"):
+                manager.resume(run_id)
+            with pytest.raises(SystemExit) as exit_info:
+                main(["--resume", run_id, "--runs-dir", str(tmp_path)])
+            assert exit_info.value.code == 2 and f"(pid {process.pid}) is still alive" in capsys.readouterr().err
+            assert manager.run(run_id)["status"] == "cancelled"
+        finally:
+            process.kill()
+    manager.resume(run_id)  # gone now: the run may go on
+    assert manager.run(run_id)["status"] == "starting"
 
 
 def test_a_runs_database_from_before_the_start_time_gains_its_column(tmp_path):
