@@ -115,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(problem)
             db.update_run(run_id, cancel_requested=0)  # an earlier cancel request does not stop this resume
         status = train_run(runs_dir, run_id, progress)
-        if args.worker:  # this slot is free now: start whatever waits in the queue
-            JobManager(runs_dir).schedule()
     else:
         try:
             config = config_from_args(args).validate()
@@ -136,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         status = train_run(runs_dir, run_id, progress)
         if rank > 0:
             return EXIT_CODES.get(status, 1)
+    JobManager(runs_dir).schedule()  # this run's slot is free now: start whatever waits in the queue
     run = RunsDB(runs_dir).run(run_id) or {}
     print(f"run {run_id}: {status}" + (f"\n{run.get('error')}" if run.get("error") else ""), file=sys.stderr)
     return EXIT_CODES.get(status, 1)

@@ -31,8 +31,8 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, created REAL NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL,
     pid INTEGER, pid_start INTEGER, heartbeat REAL, device TEXT, epoch INTEGER NOT NULL DEFAULT 0,
-    epochs INTEGER NOT NULL, step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, started REAL, finished REAL, error TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0);
+    epochs INTEGER NOT NULL, step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, started REAL, finished REAL,
+    error TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, epoch REAL NOT NULL, time REAL NOT NULL,
     {", ".join(f"{m} REAL" for m in STEP_METRICS)}, PRIMARY KEY (run_id, step));

@@ -3,8 +3,8 @@
 A launched run is a ``python -m dropviz.train --worker RUN_ID`` process in its own session
 (``start_new_session=True``): it survives page reloads and dashboard restarts. At most ``max_running`` runs
 are active at once (``$DROPVIZ_MAX_RUNS``, default 2); more launches wait as ``queued`` and start when a slot
-frees, whoever notices first (a dashboard refresh, or a worker that just finished). Claiming a queued run is
-one ``BEGIN IMMEDIATE`` transaction, so two schedulers never start the same run.
+frees, whoever notices first (a dashboard refresh, or a run that just ended: a worker or a command-line run).
+Claiming a queued run is one ``BEGIN IMMEDIATE`` transaction, so two schedulers never start the same run.
 
 A worker that dies without a word (SIGKILL, out of memory) leaves its row ``running``; :meth:`JobManager.reap`
 marks it ``failed`` as soon as its process is gone (or is a zombie). What it logged stays;
@@ -84,8 +84,10 @@ class JobManager:
     # ---------------------------------------------------------------- reading
 
     def runs(self) -> list[dict[str, Any]]:
-        """All runs, newest first, after marking dead workers' runs failed."""
-        self.reap()
+        """All runs, newest first, after marking dead workers' runs failed and starting queued runs in the slots
+        that frees: a dashboard's refresh calls this, and may be all that is left to start the queue (after a
+        SIGKILLed worker, or a command-line run)."""
+        self.schedule()
         return self.db.runs()
 
     def run(self, run_id: str) -> dict[str, Any] | None:
@@ -181,9 +183,15 @@ class JobManager:
         return dead
 
     def schedule(self) -> list[str]:
-        """Start queued runs, oldest first, while fewer than ``max_running`` are active; return their ids."""
+        """Start queued runs, oldest first, while fewer than ``max_running`` are active; return their ids.
+
+        Looks before it takes the write lock: most calls are a dashboard's polls, which find nothing to start."""
         self.reap()
-        with self.db.transaction() as conn:
+        queued, active = self.db.conn.execute(
+            f"SELECT TOTAL(status = 'queued'), TOTAL(status IN {ACTIVE}) FROM runs").fetchone()
+        if not queued or active >= self.max_running:
+            return []
+        with self.db.transaction() as conn:  # counted again inside: another scheduler may have claimed meanwhile
             active = conn.execute(f"SELECT COUNT(*) FROM runs WHERE status IN {ACTIVE}").fetchone()[0]
             claimed = [row[0] for row in conn.execute(
                 "SELECT id FROM runs WHERE status = 'queued' ORDER BY created, id LIMIT ?",

@@ -134,6 +134,32 @@ def test_a_runs_database_from_before_the_start_time_gains_its_column(tmp_path):
     assert "pid_start" in RunsDB(tmp_path).run_columns()
 
 
+def test_a_dashboard_poll_starts_a_queued_run_once_a_slot_frees(tmp_path, monkeypatch):
+    """With no launch, resume or finishing worker left to do it (the worker was SIGKILLed, or the run that held the
+    slot was a command-line one), the dashboard's refresh starts the queue; two dashboards start it once."""
+    started = []
+    monkeypatch.setattr(JobManager, "_spawn", lambda self, run_id: started.append(run_id))
+    page, other_page = JobManager(tmp_path, max_running=1), JobManager(tmp_path, max_running=1)
+    killed = page.db.create_run(RunConfig(**TINY), status="running")
+    page.db.update_run(killed, pid=2**22 + 1)  # above Linux's pid_max: no such process
+    waiting = [page.db.create_run(RunConfig(**TINY)) for _ in range(2)]
+    for _ in range(3):
+        page.runs()
+        other_page.runs()
+    assert started == waiting[:1]
+    assert [page.run(run_id)["status"] for run_id in (killed, *waiting)] == ["failed", "starting", "queued"]
+
+
+def test_a_command_line_run_that_ends_starts_the_queued_run(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(JobManager, "_spawn", lambda self, run_id: started.append(run_id))
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # main() sets a SIGTERM handler: not in pytest
+    waiting = RunsDB(tmp_path).create_run(RunConfig(**TINY))  # queued while the slots were taken
+    assert main(["--dataset", "digits", "--limit-train", "64", "--limit-test", "32", "--batch-size", "32",
+                 "--epochs", "1", "--device", "cpu", "--runs-dir", str(tmp_path), "--no-progress"]) == 0
+    assert started == [waiting]
+
+
 def test_two_runs_at_once_keep_their_metrics_apart(tmp_path):
     manager = JobManager(tmp_path, max_running=2)
     lrs = {manager.launch(RunConfig(epochs=2, limit_train=320, lr=lr, **TINY)): lr for lr in (0.05, 0.2)}
