@@ -80,10 +80,8 @@ class RunConfig:
         at_least("weight_decay", 0.0, float)
         if not (_is_kind(self.lr, float) and 0 < self.lr <= 10):
             problems.append(f"--lr must be a number in (0, 10]; got {self.lr!r}")
-        if self.dataset == "imagefolder" and not (self.data_dir and all(
-                (Path(self.data_dir) / split).is_dir() for split in ("train", "test"))):
-            problems.append(f"--dataset imagefolder needs --data-dir, a folder with train/ and test/ "
-                            f"(got {self.data_dir or 'none'})")
+        if self.dataset == "imagefolder":
+            problems += self._image_folder_problems()
         if self.device == "cuda":
             import torch
 
@@ -93,6 +91,15 @@ class RunConfig:
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+    def _image_folder_problems(self) -> list[str]:
+        folders = {split: Path(self.data_dir or "") / split for split in ("train", "test")}
+        if not (self.data_dir and all(folder.is_dir() for folder in folders.values())):
+            return [f"--dataset imagefolder needs --data-dir, a folder with train/ and test/ "
+                    f"(got {self.data_dir or 'none'})"]
+        classes = {split: sorted(d.name for d in folder.iterdir() if d.is_dir()) for split, folder in folders.items()}
+        mismatch = class_folder_mismatch(self.data_dir, classes["train"], classes["test"])
+        return [mismatch] if mismatch else []
 
     def _regularizer_problems(self) -> list[str]:
         if not isinstance(self.params, dict):
@@ -135,6 +142,19 @@ class RunConfig:
             return [f"--dropcluster-after must be one of {', '.join(places)} for {self.model}; "
                     f"got {self.dropcluster_after!r}"]
         return []
+
+
+def class_folder_mismatch(data_dir: str | Path | None, train_classes: list[str], test_classes: list[str]) -> str | None:
+    """What is wrong when test/ has other class folders than train/, else None. Labels are positions in the sorted
+    class list, so a test/ without one of train/'s classes would shift every later label (a wrong accuracy,
+    silently), and one with more would hold labels the model has no output for."""
+    missing = sorted(set(train_classes) - set(test_classes))
+    extra = sorted(set(test_classes) - set(train_classes))
+    if not missing and not extra:
+        return None
+    differences = ([f"test/ lacks {', '.join(missing)}"] if missing else []) + \
+                  ([f"test/ has {', '.join(extra)}, which train/ lacks"] if extra else [])
+    return f"--data-dir {data_dir}: test/ must have the class folders of train/; {'; '.join(differences)}"
 
 
 KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -32,7 +32,7 @@ from dropviz.data.datasets import Batches, DatasetError, channel_stats, load_spl
 from dropviz.models import build_model, regularizers
 from dropviz.regularizers import LinearScheduler
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, class_folder_mismatch
 from .db import RunsDB, run_dir
 from .process import process_start_time
 
@@ -192,6 +192,9 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
     torch.manual_seed(config.seed)
     train_data = load_split(config.dataset, "train", config.data_dir, config.limit_train, config.seed)
     test_data = load_split(config.dataset, "test", config.data_dir, config.limit_test, config.seed)
+    mismatch = class_folder_mismatch(config.data_dir, train_data.classes, test_data.classes)
+    if mismatch:  # checked at launch; the folders may have changed since
+        raise DatasetError(mismatch)
     mean, std = channel_stats(train_data)
     flip = config.dataset != "digits"  # a mirrored digit is another symbol
     train_batches = Batches(train_data, config.batch_size, device, mean, std, train=True, flip=flip,

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
-from dropviz.train import ConfigError, RunConfig, check_run_id, run_dir
+from dropviz.train import ConfigError, JobManager, RunConfig, RunsDB, check_run_id, run_dir, train_run
 from dropviz.train.__main__ import config_from_args, main, parser
 
 
@@ -93,3 +94,41 @@ def test_run_ids_are_validated_before_touching_a_path(tmp_path, bad):
 
 def test_valid_run_id():
     assert check_run_id("20261122-220630-3fa9c1") == "20261122-220630-3fa9c1"
+
+
+def image_folder(root, train_classes, test_classes, per_class: int = 2):
+    """An imagefolder dataset of blank 32x32 PNGs under ``root``: ``train/<class>/`` and ``test/<class>/``."""
+    for split, classes in (("train", train_classes), ("test", test_classes)):
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (32, 32)).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("test_classes, message", [
+    (("cat", "frog"), r"test/ lacks dog\b"),
+    (("cat", "dog", "frog", "horse", "ship"), r"test/ has horse, ship, which train/ lacks"),
+])
+def test_imagefolder_test_classes_must_be_those_of_train(tmp_path, capsys, monkeypatch, test_classes, message):
+    """Labels are numbered by train/'s classes: a test/ without one would shift every later label silently (and a
+    wrong accuracy be reported), one with more would crash after the first epoch."""
+    data = image_folder(tmp_path / "data", ("cat", "dog", "frog"), test_classes)
+    manager = JobManager(tmp_path / "dashboard")
+    with pytest.raises(ConfigError, match=message):  # what the Training page shows as "Not launched"
+        manager.launch(RunConfig(dataset="imagefolder", data_dir=str(data)))
+    assert manager.runs() == []
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # main() sets a SIGTERM handler: not in pytest
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", "imagefolder", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2 and "class folders of train/" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "runs.sqlite").exists()
+
+
+def test_imagefolder_classes_changed_after_the_launch_fail_the_run_with_the_message(tmp_path):
+    data = image_folder(tmp_path / "data", ("cat", "dog"), ("cat", "dog"))
+    run_id = RunsDB(tmp_path).create_run(RunConfig(dataset="imagefolder", data_dir=str(data), epochs=1,
+                                                   batch_size=2, device="cpu").validate())
+    (data / "test" / "dog").rename(data / "test" / "horse")
+    assert train_run(tmp_path, run_id, progress=False) == "failed"
+    assert "test/ lacks dog; test/ has horse" in RunsDB(tmp_path).run(run_id)["error"]
