@@ -77,27 +77,38 @@ with st.expander("Launch a run", expanded=not manager.runs(), icon=":material/ro
     launch_form()
 
 
+def act(action, run_id: str, refused: str) -> bool:
+    """``action(run_id)``, and whether it was done; a refusal is shown (e.g. a resume while the run's worker lives,
+    or of settings that do not hold here, such as CUDA on a machine without it), not raised."""
+    try:
+        action(run_id)
+    except (ValueError, ReadOnlyError) as error:
+        st.error(f"{refused}: {error}")
+        return False
+    return True
+
+
 def run_actions(runs_by_id: dict[str, dict]) -> None:
     """Cancel, resume or delete one run; a failed run shows its error and the end of its log."""
-    chosen = st.selectbox("Run", list(runs_by_id), format_func=lambda i: f"{run_label(runs_by_id[i])} ({runs_by_id[i]['status']})",
-                          key="train_action_run")
+    chosen = st.selectbox("Run", list(runs_by_id), key="train_action_run",
+                          format_func=lambda i: f"{run_label(runs_by_id[i])} ({runs_by_id[i]['status']})")
     run = runs_by_id[chosen]
     cancel, resume, delete = st.columns(3)
     if cancel.button("Cancel", disabled=READ_ONLY or run["status"] not in ACTIVE_OR_WAITING, key="train_cancel"):
-        manager.cancel(chosen)
-        st.toast(f"Cancelling {chosen}")
+        if act(manager.cancel, chosen, "Not cancelled"):
+            st.toast(f"Cancelling {chosen}")
     if resume.button("Resume", disabled=READ_ONLY or run["status"] not in ("failed", "cancelled"), key="train_resume"):
-        manager.resume(chosen)
-        st.rerun()
+        if act(manager.resume, chosen, "Not resumed"):
+            st.rerun()
     if delete.button("Delete...", disabled=READ_ONLY or run["status"] in ACTIVE_OR_WAITING, key="train_delete"):
         st.session_state["train_confirm_delete"] = chosen
     if st.session_state.get("train_confirm_delete") == chosen:
         st.warning(f"Delete {run_label(run)} with its metrics and checkpoint? This cannot be undone.")
         yes, no = st.columns(2)
         if yes.button("Yes, delete", type="primary", key="train_delete_yes"):
-            manager.delete(chosen)
             st.session_state.pop("train_confirm_delete")
-            st.rerun()
+            if act(manager.delete, chosen, "Not deleted"):
+                st.rerun()
         if no.button("Keep it", key="train_delete_no"):
             st.session_state.pop("train_confirm_delete")
             st.rerun()

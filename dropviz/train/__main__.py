@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import torch.distributed
 
@@ -22,11 +24,12 @@ from dropviz.models import MODELS, PLACEMENT, feature_layer_names
 from dropviz.regularizers import REGISTRY
 
 from .config import DEVICES, SCHEDULES, ConfigError, RunConfig, flag, regularizer_names
-from .db import RunsDB, check_run_id
+from .db import DB_NAME, RunsDB, check_run_id
 from .engine import distributed, train_run
 from .jobs import JobManager, default_runs_dir, live_worker_problem
 
 EXIT_CODES = {"finished": 0, "failed": 1, "cancelled": 130}
+RESUME_FLAGS = {"resume", "runs_dir", "device", "no_progress"}  # what a resume may be given: not the run's settings
 
 
 def _bool(text: str) -> bool:
@@ -74,12 +77,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=defaults.lr, help="peak SGD learning rate (warm-up, cosine decay)")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--device", choices=DEVICES, default=defaults.device)
+    p.add_argument("--device", choices=DEVICES, default=defaults.device,
+                   help="with --resume: continue the run on this device instead of its own")
     p.add_argument("--limit-train", type=int, help="train on a seeded random subset of this many images")
     p.add_argument("--limit-test", type=int, help="test on a seeded random subset of this many images")
     p.add_argument("--log-every", type=int, default=defaults.log_every, help="steps between logged metrics")
     p.add_argument("--runs-dir", default=None, help="default $DROPVIZ_RUNS_DIR or runs/")
-    p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint, with its own "
+                                                       "settings (--runs-dir, --device and --no-progress may be given)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     p.add_argument("--worker", metavar="RUN_ID", help=argparse.SUPPRESS)  # how JobManager starts a queued run
     return p
@@ -93,27 +98,70 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(**values)
 
 
+def flags_given(p: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, str]:
+    """The options the command line names, whatever their values: destination -> flag. Parsed again into a
+    namespace that already holds every destination, which argparse then fills only from the command line."""
+    unset = object()
+    given = p.parse_args(argv, argparse.Namespace(**{action.dest: unset for action in p._actions}))
+    return {action.dest: action.option_strings[0] for action in p._actions
+            if action.option_strings and getattr(given, action.dest) is not unset}
+
+
+def open_runs_db(p: argparse.ArgumentParser, runs_dir: Path) -> RunsDB:
+    try:
+        return RunsDB(runs_dir)
+    except (OSError, sqlite3.Error) as error:
+        p.error(f"--runs-dir {runs_dir} cannot hold the runs database: {error}")
+
+
+def resumable_run(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None,
+                  runs_dir: Path) -> str:
+    """Check a ``--resume`` (or ``--worker``) and return its run id, ready to train: with its stored settings,
+    valid here (a changed ``--device`` among them), and no earlier cancel request."""
+    resuming = args.worker is None
+    run_id = args.resume if resuming else args.worker
+    given = flags_given(p, argv)
+    if resuming:
+        ignored = [flag for dest, flag in given.items() if dest not in RESUME_FLAGS]
+        if ignored:
+            p.error(f"--resume continues a run with the settings it was launched with: {', '.join(ignored)} cannot "
+                    f"be given with it (only --runs-dir, --device and --no-progress can)")
+    try:
+        check_run_id(run_id)
+    except ValueError as error:
+        p.error(str(error))
+    if not (runs_dir / DB_NAME).is_file():  # opening the database would create it, and the folder
+        p.error(f"no run {run_id} in {runs_dir} (it has no {DB_NAME})")
+    db = open_runs_db(p, runs_dir)
+    run = db.run(run_id)
+    if run is None:
+        p.error(f"no run {run_id} in {runs_dir}")
+    if resuming:
+        problem = live_worker_problem(run)
+        if problem:
+            p.error(problem)
+        try:
+            config = db.config(run_id)
+            if "device" in given:
+                config.device = args.device
+            config.validate()
+        except ConfigError as error:
+            p.error(f"run {run_id} cannot continue here: {error}")
+        # the new device, and no earlier cancel request stopping this resume
+        db.update_run(run_id, config=config.to_json(), cancel_requested=0)
+    return run_id
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops a run cleanly, as cancelled
-    runs_dir = args.runs_dir or default_runs_dir()
+    runs_dir = Path(args.runs_dir or default_runs_dir())
+    if runs_dir.exists() and not runs_dir.is_dir():
+        p.error(f"--runs-dir {runs_dir} is a file, not a folder")
     progress = False if args.no_progress else None
-    run_id = args.worker or args.resume
-    if run_id:
-        try:
-            check_run_id(run_id)
-        except ValueError as error:
-            p.error(str(error))
-        db = RunsDB(runs_dir)
-        run = db.run(run_id)
-        if run is None:
-            p.error(f"no run {run_id} in {runs_dir}")
-        if args.resume:
-            problem = live_worker_problem(run)
-            if problem:
-                p.error(problem)
-            db.update_run(run_id, cancel_requested=0)  # an earlier cancel request does not stop this resume
+    if args.worker is not None or args.resume is not None:
+        run_id = resumable_run(p, args, argv, runs_dir)
         status = train_run(runs_dir, run_id, progress)
     else:
         try:
@@ -124,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             rank, world_size = distributed(config.device)
         except ConfigError as error:
             p.error(str(error))
-        run_id = RunsDB(runs_dir).create_run(config, status="starting") if rank == 0 else None
+        run_id = open_runs_db(p, runs_dir).create_run(config, status="starting") if rank == 0 else None
         if world_size > 1:  # under torchrun: one run, registered by rank 0
             shared = [run_id]
             torch.distributed.broadcast_object_list(shared, src=0)

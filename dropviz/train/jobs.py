@@ -129,9 +129,11 @@ class JobManager:
                          (run_id,))
 
     def resume(self, run_id: str) -> None:
-        """Queue a failed or cancelled run again; its worker continues from the last checkpoint."""
+        """Queue a failed or cancelled run again; its worker continues from the last checkpoint. Its settings are
+        checked again first (:class:`ConfigError`): they may not hold here, e.g. CUDA for a run launched elsewhere."""
         self._writable()
         check_run_id(run_id)
+        self.db.config(run_id).validate()
         with self.db.transaction() as conn:
             run = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if run is None or run["status"] not in ("failed", "cancelled"):

@@ -137,3 +137,14 @@ def test_a_live_worker_that_stopped_reporting_is_shown_unresponsive_not_failed(r
     assert any(f"pid {os.getpid()}) is alive but has not reported" in w.value for w in at.warning)
     assert not at.error and RunsDB(runs_dir).run(run_id)["status"] == "running"
     assert at.button(key="train_resume").disabled
+
+
+def test_a_resume_that_cannot_continue_here_is_refused_with_a_message(runs_dir, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    db = RunsDB(runs_dir)
+    run_id = db.create_run(RunConfig(dataset="digits", device="cuda"), status="failed")  # launched on a GPU machine
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    at.button(key="train_resume").click().run()
+    assert not at.exception
+    assert any("Not resumed" in e.value and "CUDA is not available" in e.value for e in at.error)
+    assert db.run(run_id)["status"] == "failed"

@@ -132,3 +132,54 @@ def test_imagefolder_classes_changed_after_the_launch_fail_the_run_with_the_mess
     (data / "test" / "dog").rename(data / "test" / "horse")
     assert train_run(tmp_path, run_id, progress=False) == "failed"
     assert "test/ lacks dog; test/ has horse" in RunsDB(tmp_path).run(run_id)["error"]
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli(*args)``: main()'s exit code and what it wrote to stderr; refusals exit through argparse."""
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # main() sets a SIGTERM handler: not in pytest
+
+    def run(*args: str) -> tuple[int, str]:
+        try:
+            code = main(list(args))
+        except SystemExit as exit_info:
+            code = exit_info.code
+        return code, capsys.readouterr().err
+    return run
+
+
+def test_resume_of_an_empty_run_id_is_refused_not_a_new_run(tmp_path, cli):
+    code, err = cli("--resume", "", "--runs-dir", str(tmp_path / "runs"))
+    assert code == 2 and "not a run id" in err and not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_settings_it_would_ignore(tmp_path, cli):
+    run_id = RunsDB(tmp_path).create_run(RunConfig(dataset="digits", epochs=1), status="failed")
+    code, err = cli("--resume", run_id, "--runs-dir", str(tmp_path), "--epochs", "5", "--lr=0.5", "--no-progress")
+    assert code == 2 and "--epochs, --lr cannot be given with it" in err
+    assert RunsDB(tmp_path).run(run_id)["status"] == "failed"
+
+
+def test_resume_in_a_runs_dir_without_a_database_creates_nothing(tmp_path, cli):
+    code, err = cli("--resume", "20261122-220630-3fa9c1", "--runs-dir", str(tmp_path / "none"))
+    assert code == 2 and "no run 20261122-220630-3fa9c1" in err and not (tmp_path / "none").exists()
+
+
+def test_a_runs_dir_that_is_a_file_is_refused_with_a_message(tmp_path, cli):
+    (tmp_path / "afile").write_text("")
+    for args in (["--dataset", "digits"], ["--resume", "20261122-220630-3fa9c1"]):
+        code, err = cli(*args, "--runs-dir", str(tmp_path / "afile"))
+        assert code == 2 and "is a file, not a folder" in err and "Traceback" not in err
+
+
+def test_resume_checks_the_stored_settings_here_and_may_change_the_device(tmp_path, cli, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    tiny = dict(dataset="digits", epochs=1, limit_train=64, limit_test=32, batch_size=32)
+    run_id = RunsDB(tmp_path).create_run(RunConfig(device="cuda", **tiny), status="failed")  # from a GPU machine
+    code, err = cli("--resume", run_id, "--runs-dir", str(tmp_path))
+    assert code == 2 and f"run {run_id} cannot continue here: --device cuda" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="CUDA is not available"):  # the Training page's Resume
+        JobManager(tmp_path).resume(run_id)
+    assert RunsDB(tmp_path).run(run_id)["status"] == "failed"
+    assert cli("--resume", run_id, "--runs-dir", str(tmp_path), "--device", "cpu", "--no-progress")[0] == 0
+    assert RunsDB(tmp_path).config(run_id).device == "cpu"
