@@ -92,7 +92,7 @@ if "nav" not in view.hide:
                on_click=go_to, args=later or (chapter.key, step))
 
 figure_area = st.container()
-formula_column, text_column = st.columns([1, 1], vertical_alignment="center")
+formula_column, text_column = st.columns([6, 5], vertical_alignment="center")
 formula_column.latex(view.current.formula)
 text_column.markdown(view.current.text)
 
@@ -106,7 +106,7 @@ if "controls" not in view.hide and chapter.controls:
     for column, name in zip(st.columns(len(chapter.controls)), chapter.controls):
         with column:
             if name == "seed":
-                params[name] = seed_control(key="")
+                params[name] = seed_control(key="", default=CONTROLS["seed"].default)
             else:
                 params[name] = param_widget(CONTROLS[name], key="")
 
@@ -126,6 +126,6 @@ if "sidebar" not in view.hide:
         st.markdown("**Prepare a link** to this view")
         hide = [flag for flag in HIDE_FLAGS if st.checkbox(f"hide {flag}", key=f"link-hide-{flag}")]
         changed = {name: value for name, value in params.items() if value != CONTROLS[name].default}
-        st.code(f"lecture?{view_query(chapter.key, step, changed, hide)}", language=None)
+        st.code(f"lecture?{view_query(chapter.key, step, changed, hide)}", language=None, wrap_lines=True)
         st.caption("Append it to the app's address. hide=sidebar hides this panel, hide=controls the "
                    "sliders, hide=nav the step buttons.")

@@ -36,7 +36,8 @@ CONTROLS: dict[str, Param] = {param.name: param for param in (
     Param("alpha", "alpha", float, 5.0, 0.0, 10.0, 0.5, "Disout: strength of the distortion."),
     Param("n_clusters", "clusters", int, 8, 2, 16, 1, "DropCluster: clusters per channel."),
     Param("n_samples", "samples M", int, 4, 1, 8, 1, "Multi-Sample Dropout: masks per step."),
-    Param("seed", "seed", int, 0, 0, 2**31 - 1, 1, "Same seed, same masks: a shared link shows the same picture."),
+    # Seed 1, not 0: the default view must show something, and seed 0 drops none of DropCluster's 8 clusters.
+    Param("seed", "seed", int, 1, 0, 2**31 - 1, 1, "Same seed, same masks: a shared link shows the same picture."),
 )}
 
 
@@ -154,7 +155,8 @@ SPATIAL = Chapter(
              r"\rho(d) = \operatorname{corr}\left(x_{i,j},\; x_{i,j+d}\right)", _correlation),
         Step("Dropout zeroes single units", "Dropout draws an independent coin per unit and scales the "
              "survivors up, so the expected activation is unchanged.",
-             r"y = \frac{m \odot x}{1-p}, \qquad m_{ij} \sim \mathrm{Bernoulli}(1-p)", _dropout_once),
+             r"\begin{gathered} y = \frac{m \odot x}{1-p} \\ m_{ij} \sim \mathrm{Bernoulli}(1-p) \end{gathered}",
+             _dropout_once),
         Step("The neighbours leak the dropped value", "A 3 × 3 convolution in the next layer sees each hole's "
              "neighbours and can fill in most of its value. So the network routes around the noise, and "
              "dropout barely regularises conv layers.",
@@ -357,13 +359,14 @@ DISOUT = Chapter(
     steps=(
         Step("The same blocks", "Disout chooses where to act exactly as DropBlock does: seeds at valid "
              "centres, grown into b × b blocks, with p the expected fraction of units affected.",
-             r"M = 1 - \operatorname{maxpool}_{b \times b}(s), \quad s_{ij} \sim \mathrm{Bernoulli}(\gamma)",
+             r"\begin{gathered} M = 1 - \operatorname{maxpool}_{b \times b}(s) \\ "
+             r"s_{ij} \sim \mathrm{Bernoulli}(\gamma) \end{gathered}",
              _disout_mask),
         Step("Distortion in the blocks", "Inside the blocks the units become random noise whose size follows "
              "the map's own spread; the paper derives this from a bound on the generalisation gap (the "
              "Rademacher complexity).",
-             r"y = \frac{x \odot M + \varepsilon \odot (1 - M)}{\operatorname{mean}(M)}, \quad "
-             r"\varepsilon = \alpha\, w\, \sigma(x)\, \xi,\ \xi \sim \mathcal N(0, 1)", _distortion),
+             r"\begin{gathered} y = \frac{x \odot M + \varepsilon \odot (1 - M)}{\operatorname{mean}(M)} \\ "
+             r"\varepsilon = \alpha\, w\, \sigma(x)\, \xi,\ \xi \sim \mathcal N(0, 1) \end{gathered}", _distortion),
         Step("alpha sets the strength", "Press ▶ Play: with alpha = 0 Disout is DropBlock; a larger alpha "
              "shakes the dropped units harder. Without the next layer's weights attached, w = 0.01 as in the "
              "official code, so the distortion stays small.",
@@ -430,7 +433,8 @@ DROPCLUSTER = Chapter(
              _clusters),
         Step("Drop whole clusters", "Each cluster is dropped with probability p, independently per sample and "
              "channel; since the clusters cover the map, a fraction p of the units is dropped on average.",
-             r"d_k \sim \mathrm{Bernoulli}(p), \qquad M_{ij} = 1 - d_{k(i,j)}", _dropped_clusters),
+             r"\begin{gathered} d_k \sim \mathrm{Bernoulli}(p) \\ M_{ij} = 1 - d_{k(i,j)} \end{gathered}",
+             _dropped_clusters),
         Step("Renormalise", "As in DropBlock, the kept units are scaled by the inverse kept fraction.",
              r"y = x \odot M \cdot \frac{\operatorname{numel}(M)}{\sum M}", _cluster_output),
     ),
@@ -465,8 +469,7 @@ def _depth(params):
         columns.append(module.explain(torch.ones(8, 1), generator)["mask"][:, 0])
     keep = torch.stack(columns, dim=1)
     return figures.grid_figure(keep.numpy(), "residual block l", "sample",
-                               f"Each sample trains a network of its own depth (orange = skipped); "
-                               f"mean depth {float(keep.sum(dim=1).mean()):.1f} of {DEPTH}")
+                               f"Mean depth {float(keep.sum(dim=1).mean()):.1f} of {DEPTH} (orange = skipped)")
 
 
 DROPPATH = Chapter(
@@ -479,7 +482,8 @@ DROPPATH = Chapter(
     steps=(
         Step("One coin per sample", "DropPath keeps or drops the entire branch output of a sample, scaling "
              "the kept ones so the expectation is unchanged; the skip connection still carries x.",
-             r"y = x + \frac{b}{1-p}\, F(x), \qquad b \sim \mathrm{Bernoulli}(1-p) \text{ per sample}",
+             r"\begin{gathered} y = x + \frac{b}{1-p}\, F(x) \\ b \sim \mathrm{Bernoulli}(1-p) \text{ per sample} "
+             r"\end{gathered}",
              _branches),
         Step("Deeper blocks are dropped more", "Stochastic depth lets the drop rate grow linearly with depth, so "
              "early blocks, which every later block needs, are almost always kept.",
@@ -521,8 +525,8 @@ MULTISAMPLE = Chapter(
     steps=(
         Step("Several masks, one forward pass", "The expensive body of the network runs once; only the cheap "
              "head after the dropout runs M times, once per mask.",
-             r"z_m = h\left(\frac{m_m \odot x}{1-p}\right), \quad m_m \sim \mathrm{Bernoulli}(1-p), "
-             r"\ m = 1, \dots, M", _samples),
+             r"\begin{gathered} z_m = h\left(\frac{m_m \odot x}{1-p}\right) \\ "
+             r"m_m \sim \mathrm{Bernoulli}(1-p),\ m = 1, \dots, M \end{gathered}", _samples),
         Step("Averaging tames the noise", "Press ▶ Play: the average of M samples moves closer to the "
              "undropped features, so the averaged loss gives a less noisy gradient and training converges "
              "in fewer steps.",
@@ -549,9 +553,9 @@ def _papers(params):
     return figures.results_figure(PAPER_RESULTS, "Top-1 accuracy reported by the papers (hover a bar for its source)")
 
 
-def our_curves() -> dict[str, tuple[list[float], list[float]]]:
-    """Test accuracy (%) per epoch of every run in the runs database with at least one evaluated epoch,
-    keyed by a label naming the model, the regularizer and the status. Empty when there is no database."""
+def our_curves(dataset: str = "cifar10") -> dict[str, tuple[list[float], list[float]]]:
+    """Test accuracy (%) per epoch of every run on ``dataset`` in the runs database with at least one evaluated
+    epoch, keyed by a label naming the model, the regularizer and the status. Empty when there is no database."""
     from dropviz.train.db import DB_NAME, RunsDB
     from dropviz.train.jobs import default_runs_dir
 
@@ -562,10 +566,10 @@ def our_curves() -> dict[str, tuple[list[float], list[float]]]:
     try:
         curves = {}
         for run in reversed(db.runs()):  # oldest first, so colours stay put as runs are added
-            epochs = [row for row in db.epochs(run["id"]) if row.get("test_acc") is not None]
-            if not epochs:
-                continue
             config = db.config(run["id"])
+            epochs = [row for row in db.epochs(run["id"]) if row.get("test_acc") is not None]
+            if config.dataset != dataset or not epochs:
+                continue
             label = f"ours: {config.model} + {config.regularizer} ({run['status']}, {run['id'][-6:]})"
             curves[label] = ([row["epoch"] for row in epochs], [100 * row["test_acc"] for row in epochs])
         return curves
@@ -574,10 +578,13 @@ def our_curves() -> dict[str, tuple[list[float], list[float]]]:
 
 
 def _ours(params):
+    # The paper's line is a CIFAR-10 number: only runs on CIFAR-10 go beside it.
     cifar = {(row["method"]): row["top1"] for row in PAPER_RESULTS if row["setting"] == "ResNet-56, CIFAR-10"}
     label = f"Disout paper, ResNet-56: {cifar['baseline']:.2f} baseline, {cifar['Disout']:.2f} Disout"
-    return figures.runs_figure(our_curves(), "Our runs on CIFAR-10, measured here (dotted: the Disout paper)",
-                               references={label: cifar["Disout"]})
+    return figures.runs_figure(our_curves("cifar10"), "Our runs on CIFAR-10, measured here (dotted: the Disout paper)",
+                               references={label: cifar["Disout"]},
+                               empty_text="No CIFAR-10 runs yet: start one on the Training page (dataset cifar10),"
+                                          "<br>and its test accuracy appears here epoch by epoch.")
 
 
 RESULTS = Chapter(
@@ -590,9 +597,9 @@ RESULTS = Chapter(
         Step("What the papers report", "On ImageNet, DropBlock lifts a ResNet-50 from 76.51% to 78.13% top-1 and "
              "Disout reports 78.76%. On CIFAR-10, a ResNet-56 goes from 93.95% to 94.18% with DropBlock and "
              "94.50% with Disout (numbers from the Disout paper).",
-             r"\Delta_{\text{top-1}} = +1.62 \ (\text{DropBlock, ImageNet}), \quad "
-             r"+0.55 \ (\text{Disout, CIFAR-10})", _papers),
-        Step("Our own measured curves", "Every run started on the Training page appears here as it trains, "
+             r"\begin{gathered} \Delta_{\text{top-1}} = +1.62 \ (\text{DropBlock, ImageNet}) \\ "
+             r"\Delta_{\text{top-1}} = +0.55 \ (\text{Disout, CIFAR-10}) \end{gathered}", _papers),
+        Step("Our own measured curves", "Every CIFAR-10 run started on the Training page appears here as it trains, "
              "labelled as ours: short runs on small models, so compare the shapes of the curves rather than "
              "the papers' absolute numbers.",
              r"\text{accuracy} = \frac{\#\{\hat y = y\}}{\#\text{test images}}", _ours, live=True),

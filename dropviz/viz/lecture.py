@@ -103,7 +103,13 @@ def _add_player(fig: go.Figure, labels: Sequence[str], slider_label: str, start:
         return [names, {"frame": {"duration": duration, "redraw": True}, "mode": "immediate",
                         "transition": {"duration": 0}, "fromcurrent": False}]
 
-    y = -0.2 if below_axis_titles else -0.02
+    # Plotly places the controls in fractions of the plot's height: convert from pixels, so they clear the
+    # tick labels and axis title (about 75 px at presenter sizes) at every figure height.
+    gap = 75 if below_axis_titles else 5
+    margin = fig.layout.margin
+    bottom = gap + 90  # the buttons, the slider and its ticks
+    height = fig.layout.height + bottom - (margin.b or 0)
+    y = -gap / (height - (margin.t or 0) - bottom)
     fig.update_layout(
         updatemenus=[{
             "type": "buttons", "direction": "left", "x": 0.0, "y": y, "xanchor": "left", "yanchor": "top",
@@ -117,9 +123,8 @@ def _add_player(fig: go.Figure, labels: Sequence[str], slider_label: str, start:
             "currentvalue": {"prefix": f"{slider_label} = ", "font": {"size": FONT_SIZE}, "xanchor": "right"},
             "steps": [{"label": label, "method": "animate", "args": go_to([label], 0)} for label in labels],
         }],
+        margin={"b": bottom}, height=height,
     )
-    extra = 110 if below_axis_titles else 60
-    fig.update_layout(margin={"b": extra + 10}, height=fig.layout.height + extra)
 
 
 def _image_axes(fig: go.Figure, axis: str) -> None:
@@ -279,25 +284,31 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
 
 
 def runs_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str,
-                references: Mapping[str, float] | None = None) -> go.Figure:
+                 references: Mapping[str, float] | None = None,
+                 empty_text: str = "No runs yet: start one on the Training page,<br>and its test accuracy appears "
+                                   "here epoch by epoch.") -> go.Figure:
     """Test accuracy per epoch of our own runs (label -> (epochs, accuracy %)) beside dotted reference
-    levels (label -> accuracy %, e.g. a paper's number), or a note when there are no runs."""
+    levels (label -> accuracy %, e.g. a paper's number), or ``empty_text`` when there are no runs."""
     fig = go.Figure()
     palette = [ACCENT, "#2563eb", "#16a34a", "#7c3aed", "#0891b2", MUTED]
     for index, (label, (epochs, accuracy)) in enumerate(curves.items()):
         fig.add_trace(go.Scatter(x=list(epochs), y=list(accuracy), name=label, mode="lines+markers",
                                  line={"width": 4, "color": palette[index % len(palette)]}, marker={"size": 9}))
     if not curves:
-        fig.add_annotation(text="No runs yet: start one on the Training page,<br>and its test accuracy appears "
-                                "here epoch by epoch.", x=0.5, y=0.5, xref="paper", yref="paper",
+        fig.add_annotation(text=empty_text, x=0.5, y=0.5, xref="paper", yref="paper",
                            showarrow=False, font={"size": FONT_SIZE + 4, "color": MUTED})
         fig.update_xaxes(visible=False)
         fig.update_yaxes(visible=False)
     else:
         for label, level in (references or {}).items():
+            # Above the line at the left: accuracy curves rise, so that corner is the one they leave empty.
             fig.add_hline(y=level, line={"dash": "dot", "color": MUTED, "width": 2}, annotation_text=label,
-                          annotation_position="bottom right", annotation_font_color=MUTED)
+                          annotation_position="top left", annotation_font_color=MUTED)
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text="test accuracy (%)")
-    fig.update_layout(legend={"orientation": "h", "y": -0.25, "x": 0.0})
-    return presenter_layout(fig, title)
+    presenter_layout(fig, title)
+    # The legend goes under the axis title, a run a line, with the figure grown by its lines.
+    legend_height = 28 * len(curves)
+    fig.update_layout(legend={"orientation": "v", "yref": "container", "y": 0.0, "yanchor": "bottom", "x": 0.0},
+                      margin={"b": 80 + legend_height}, height=fig.layout.height + legend_height)
+    return fig

@@ -67,3 +67,39 @@ def test_play_runs_the_sweep_in_the_browser_without_the_server(app_server, page,
     assert page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').count() == 1
     assert page.locator('[data-testid="stStatusWidget"]').count() == 0
     screenshot(page, "lecture-dropblock-playing")
+
+
+# What ends past the box that holds it: a formula past its box, a figure title past the figure, the link
+# box's text past the box (each of those boxes cuts what overflows it), or anything past the window.
+CLIPPED_JS = """() => {
+    const past = (e, box) => box && e.getBoundingClientRect().right > box.getBoundingClientRect().right + 1;
+    const clipped = [
+        // A formula box scrolls what it cannot show; KaTeX's struts add a pixel or two of rounding.
+        ...[...document.querySelectorAll('.katex-display')].filter(e => e.scrollWidth > e.clientWidth + 3),
+        ...[...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')]
+            .filter(e => past(e, e.closest('.main-svg'))),
+        ...[...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stCode"] pre')]
+            .filter(e => e.scrollWidth > e.clientWidth + 1),
+        ...[...document.querySelectorAll('.katex, .gtitle, h2, h3, button')]
+            .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1),
+    ];
+    return clipped.map(e => (e.textContent || '').slice(0, 60));
+}"""
+# Rectangles of each plotly axis title and of the Play/Pause buttons, which must not overlap.
+COVERED_JS = """() => {
+    const boxes = s => [...document.querySelectorAll(s)].map(e => e.getBoundingClientRect());
+    const meet = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    const titles = boxes('[data-testid="stPlotlyChart"] .xtitle');
+    return boxes('.updatemenu-button').some(button => titles.some(title => meet(button, title)));
+}"""
+
+
+@pytest.mark.parametrize("key, number", [(c.key, number) for c in CHAPTERS for number in range(1, len(c.steps) + 1)])
+def test_nothing_is_clipped_or_covered_at_projector_size(app_server, page, screenshot, key, number):
+    app_server.open(page, f"lecture?chapter={key}&step={number}")
+    page.wait_for_selector(FIGURE)
+    assert page.locator(EXCEPTION).count() == 0
+    page.evaluate("document.fonts.ready.then(() => true)")  # measured in KaTeX's fonts, not a fallback
+    assert page.evaluate(CLIPPED_JS) == []
+    assert not page.evaluate(COVERED_JS)
+    screenshot(page, f"lecture-1280x720-{key}-{number}")

@@ -86,3 +86,22 @@ def test_our_curves_read_evaluated_epochs_labelled_as_ours(monkeypatch, tmp_path
     assert list(curves) == [f"ours: resnet20 + dropblock (running, {trained[-6:]})"]
     epochs, accuracy = curves[next(iter(curves))]
     assert epochs == [1, 2] and accuracy == pytest.approx([42.0, 55.0])
+
+
+def test_the_dropcluster_chapter_drops_clusters_in_its_default_view():
+    dropcluster = next(chapter for chapter in CHAPTERS if chapter.key == "dropcluster")
+    title = dropcluster.steps[1].figure(defaults()).layout.title.text
+    dropped = int(re.match(r"(\d+) of 8 clusters dropped", title).group(1))
+    assert dropped > 0, title
+
+
+def test_our_curves_show_only_runs_on_the_dataset_asked_for(monkeypatch, tmp_path):
+    monkeypatch.setenv("DROPVIZ_RUNS_DIR", str(tmp_path))
+    db = RunsDB(tmp_path)
+    on_cifar = db.create_run(RunConfig(model="resnet20", regularizer="disout"), status="finished")
+    on_digits = db.create_run(RunConfig(model="resnet20", regularizer="dropout", dataset="digits"), status="finished")
+    for run in (on_cifar, on_digits):
+        db.log_epoch(run, 1, 100, test_acc=0.5)
+    db.close()
+    assert list(our_curves("cifar10")) == [f"ours: resnet20 + disout (finished, {on_cifar[-6:]})"]
+    assert list(our_curves("digits")) == [f"ours: resnet20 + dropout (finished, {on_digits[-6:]})"]
