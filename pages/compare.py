@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dropviz.regularizers import REGISTRY
-from dropviz.ui.controls import seed_control, share_link, shared_controls
+from dropviz.ui.controls import seed_control, share_link, shared_controls, warn_unusable_url_value
 from dropviz.ui.image_input import image_sidebar
 from dropviz.ui.panels import visualize_comparison, visualize_drop_rate
 
@@ -13,6 +13,7 @@ st.title("Compare methods")
 picked, x = image_sidebar(key="")
 
 top = st.columns([5, 4, 2], vertical_alignment="bottom")
+warn_unusable_url_value("methods", options=[spec.display_name for spec in REGISTRY.values()], container=top[0])
 names = top[0].multiselect("Methods", list(REGISTRY), default=list(REGISTRY), key="methods",
                            format_func=lambda name: REGISTRY[name].display_name, bind="query-params")
 with top[1]:

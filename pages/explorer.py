@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dropviz.ui.controls import method_controls, method_select, seed_control, share_link
+from dropviz.regularizers import Param
+from dropviz.ui.controls import (method_controls, method_select, seed_control, share_link,
+                                     warn_unusable_url_value)
 from dropviz.ui.image_input import image_sidebar
 from dropviz.ui.panels import visualize_method_text, visualize_stages
 from dropviz.viz.explain import learns_structure
@@ -20,6 +22,8 @@ with top[1]:
 with top[2]:
     share_link()
 params = method_controls(spec, key="", columns=max(1, len(spec.params)))
+if learns_structure(spec):
+    warn_unusable_url_value("fit", param=Param("fit", "fit", bool, False))
 fit = learns_structure(spec) and st.toggle(
     "Fit to this image", key="fit", bind="query-params",
     help=f"{spec.display_name} learns its structure from activations; without data it uses a regular grid. "

@@ -13,9 +13,10 @@ from dropviz.features import (ARCHITECTURES, IMAGENET, RANDOM, FeatureModel, Lay
                               compare_predictions, fit_clusters, layer_effect, load_checkpoint_model,
                               load_feature_model, rank_channels, run_checkpoints)
 from dropviz.features.weights import imagenet_weights_path
-from dropviz.regularizers import REGISTRY
+from dropviz.regularizers import REGISTRY, Param
 from dropviz.train import default_runs_dir
-from dropviz.ui.controls import method_controls, method_select, seed_control, share_link
+from dropviz.ui.controls import (method_controls, method_select, param_widget, seed_control, share_link,
+                                     warn_unusable_url_value)
 from dropviz.ui.image_input import feature_map, image_picker, image_thumbnail
 from dropviz.ui.panels import plotly_config
 from dropviz.viz import features as fig
@@ -95,10 +96,12 @@ def previous_network(arch: str) -> tuple[str, str, str, FeatureModel]:
 
 def choose_network() -> tuple[FeatureModel, str]:
     """The sidebar's network and weights; a file that cannot be used shows why and the last good model stays."""
+    warn_unusable_url_value("model", options=list(ARCHITECTURES))
     arch = st.selectbox("Network", list(ARCHITECTURES), key="model", bind=URL,
                         help="\n".join(f"- {a}: {spec.label}" for a, spec in ARCHITECTURES.items()))
     checkpoints = run_checkpoints(default_runs_dir())
     options = weights_options(arch, checkpoints)
+    warn_unusable_url_value("weights", options=list(options))
     weights = st.selectbox("Weights", list(options), key="weights", bind=URL,
                            help="A checkpoint of a run from the Training page, torchvision's ImageNet weights "
                                 "(ResNet-18 at 224 x 224), or random initialisation.")
@@ -143,6 +146,7 @@ else:
 shapes = model.layer_shapes()
 layers = list(shapes)
 top = st.columns([4, 4, 7, 3], vertical_alignment="bottom")
+warn_unusable_url_value("layer", options=layers, container=top[0])
 layer = top[0].selectbox("Layer", layers, index=len(layers) // 2, key="layer", bind=URL,
                          help="Output of the stem or of a residual block, C x H x W:\n"
                               + "\n".join(f"- {n}: {shape_text(shapes[n])}" for n in layers))
@@ -157,10 +161,11 @@ st.caption(f"Layer {layer}: {shape_text(shapes[layer])} (channels x height x wid
            f"{model.input_size} x {model.input_size} input.")
 n_channels = shapes[layer][0]
 counts = st.columns(2)
-shown = counts[0].slider("Channels shown (most active first)", 1, min(64, n_channels), min(16, n_channels),
-                         key="channels", bind=URL)
-n_draws = counts[1].slider("Draws for the predictions", 1, 32, 8, key="draws", bind=URL,
-                           help="Independent masks, each followed by the rest of the network.")
+shown = param_widget(Param("channels", "Channels shown (most active first)", int, min(16, n_channels), 1,
+                           min(64, n_channels)), key="", container=counts[0])
+n_draws = param_widget(Param("draws", "Draws for the predictions", int, 8, 1, 32,
+                             help="Independent masks, each followed by the rest of the network."),
+                       key="", container=counts[1])
 
 x = model.normalise(feature_map(picked, model.input_size))
 activation, clean_logits = clean_pass(model_id, picked.id, layer, model, x)
@@ -189,6 +194,7 @@ if "clusters" in effect.stages:
 
 left, right = st.columns(2, gap="large")
 with left:
+    warn_unusable_url_value("channel", options=[str(c) for c in channels])
     channel = st.selectbox("Channel to explain (most active first)", channels, key="channel", bind=URL)
     maps = {name: t[channel] for name, t in effect.stages.items() if t.dim() == 3}
     st.plotly_chart(stage_row(maps, width=700, title=f"explain() stages of channel {channel}"),

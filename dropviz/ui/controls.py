@@ -2,23 +2,55 @@
 
 Every widget is keyed ``f"{key}{name}"``: with ``bind_url`` the key is also the query parameter
 (``?drop_prob=0.3&block_size=5&seed=7``), so pass ``key=""`` on a page for short links or a prefix such as
-``key="left_"`` when two panels share a page.
+``key="left_"`` when two panels share a page. A link value a widget cannot take is named in a warning
+(:func:`warn_unusable_url_value`) instead of being dropped without a word.
 """
 from __future__ import annotations
 
 import secrets
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 from urllib.parse import urlencode
 
 import streamlit as st
 
+from dropviz.lecture.model import parse_control
 from dropviz.regularizers import REGISTRY, MethodSpec, Param
 
 SEED_MAX = 2**31 - 1
+SHOWN_OPTIONS = 8  # a warning lists at most this many of the allowed values
 
 
 def _bind(bind_url: bool) -> str | None:
     return "query-params" if bind_url else None
+
+
+def unusable_url_value_note(key: str, values: Sequence[str], *, options: Sequence[str] = (),
+                            param: Param | None = None) -> str | None:
+    """Why the link's ``values`` for widget ``key`` cannot be used, or None if they can.
+
+    ``param`` checks a number (its kind and range, worded as the Lecture words it) or a flag; otherwise the
+    values must be among ``options``, the labels the widget shows (what a bound widget's URL holds)."""
+    if not values:
+        return None
+    if param is not None and param.kind is bool:
+        bad = [value for value in values[-1:] if value.lower() not in ("true", "false")]
+        return f"{key} must be true or false, got {bad[0]!r}." if bad else None
+    if param is not None:
+        return parse_control({key: values[-1]}, param)[1]
+    bad = [value for value in values if value not in options]
+    if not bad:
+        return None
+    shown = ", ".join(map(str, options[:SHOWN_OPTIONS])) + (", ..." if len(options) > SHOWN_OPTIONS else "")
+    return f"{key} must be one of {shown}; got {', '.join(map(repr, bad))}."
+
+
+def warn_unusable_url_value(key: str, *, options: Sequence[str] = (), param: Param | None = None,
+                            container=st) -> None:
+    """Call before a URL-bound widget: Streamlit resets a value it cannot take to the default silently, so
+    say which value of the link was ignored (see :func:`unusable_url_value_note`)."""
+    note = unusable_url_value_note(key, st.query_params.get_all(key), options=options, param=param)
+    if note:
+        container.warning(f"Ignored from the link: {note} Showing the default.", icon=":material/link_off:")
 
 
 def param_widget(param: Param, *, key: str, bind_url: bool = True, container=st) -> Any:
@@ -26,6 +58,8 @@ def param_widget(param: Param, *, key: str, bind_url: bool = True, container=st)
     widget_key = f"{key}{param.name}"
     common = dict(key=widget_key, help=param.help or None, bind=_bind(bind_url))
     choices = getattr(param, "choices", None)
+    if bind_url:
+        warn_unusable_url_value(widget_key, options=choices, param=None if choices else param, container=container)
     if choices:
         return container.selectbox(param.label, list(choices), index=list(choices).index(param.default), **common)
     if param.kind is bool:
@@ -43,8 +77,17 @@ def method_select(*, key: str, bind_url: bool = True, names: Iterable[str] | Non
                   label: str = "Method", container=st) -> MethodSpec:
     """A choice among REGISTRY methods (by display name); returns the chosen spec."""
     options = list(names or REGISTRY)
+    widget_key = f"{key}method"
+    if bind_url:
+        link_value = st.query_params.get(widget_key)
+        if link_value in options and widget_key not in st.session_state:
+            # The URL holds the label shown (DropBlock); a link may also name the REGISTRY key (dropblock).
+            st.session_state[widget_key] = link_value
+        else:
+            warn_unusable_url_value(widget_key, options=[REGISTRY[n].display_name for n in options],
+                                    container=container)
     name = container.selectbox(label, options, format_func=lambda n: REGISTRY[n].display_name,
-                               key=f"{key}method", bind=_bind(bind_url))
+                               key=widget_key, bind=_bind(bind_url))
     return REGISTRY[name]
 
 
@@ -77,6 +120,8 @@ def seed_control(*, key: str, bind_url: bool = True, default: int = 0) -> int:
     def resample() -> None:
         st.session_state[widget_key] = secrets.randbelow(10_000)
 
+    if bind_url:
+        warn_unusable_url_value(widget_key, param=Param(widget_key, "seed", int, default, 0, SEED_MAX))
     value_col, button_col = st.columns([1, 1], vertical_alignment="bottom")
     seed = value_col.number_input("seed", 0, SEED_MAX, default, 1, key=widget_key, bind=_bind(bind_url),
                                   help="The same seed gives the same mask, on every machine.")

@@ -14,6 +14,8 @@ import torch
 
 from dropviz.data import images
 from dropviz.data.images import ImageError
+from dropviz.regularizers import Param
+from dropviz.ui.controls import warn_unusable_url_value
 
 PHOTO, CIFAR, UPLOAD = "photo", "CIFAR-10", "upload"
 SOURCES = (PHOTO, CIFAR, UPLOAD)
@@ -69,9 +71,13 @@ def _photo() -> PickedImage:
 def image_picker(*, key: str, bind_url: bool = True) -> PickedImage:
     """Widgets choosing the input image; returns it. Photo name and CIFAR index are part of the URL."""
     bind = "query-params" if bind_url else None
+    if bind_url:
+        warn_unusable_url_value(f"{key}image", options=SOURCES)
     source = st.radio("Image", SOURCES, horizontal=True, key=f"{key}image", bind=bind,
                       help="A photo shipped with scikit-image, a CIFAR-10 test image, or your own file.")
     if source == PHOTO:
+        if bind:
+            warn_unusable_url_value(f"{key}photo", options=list(images.SAMPLES))
         name = st.selectbox("Photo", list(images.SAMPLES), key=f"{key}photo", bind=bind,
                             help=", ".join(f"{k}: {v}" for k, v in images.SAMPLES.items()))
         return PickedImage(load_photo(name), f"photo:{name}", images.SAMPLES[name])
@@ -87,6 +93,9 @@ def _cifar_picker(key: str, bind: str | None) -> PickedImage:
         st.info(f"No CIFAR-10 copy found in `{data_dir}`. Put the torchvision download or an ImageFolder "
                 f"copy there, or set `DROPVIZ_DATA_DIR`. Showing a photo instead.")
         return _photo()
+    if bind:
+        last = len(test_set) - 1
+        warn_unusable_url_value(f"{key}cifar", param=Param(f"{key}cifar", "test image", int, 0, 0, last))
     index = st.number_input(f"Test image (0 to {len(test_set) - 1})", 0, len(test_set) - 1, 0, 1,
                             key=f"{key}cifar", bind=bind)
     pixels, label = load_cifar(data_dir, int(index))
@@ -122,6 +131,9 @@ def _upload_picker(key: str) -> PickedImage:
 def feature_map_controls(*, key: str, bind_url: bool = True, default_side: int = 128) -> tuple[int, bool]:
     """The side the image is resized to (it becomes an N=1 feature map) and whether to use one channel."""
     bind = "query-params" if bind_url else None
+    if bind_url:
+        warn_unusable_url_value(f"{key}side", options=[str(side) for side in SIDES])
+        warn_unusable_url_value(f"{key}gray", param=Param(f"{key}gray", "gray", bool, False))
     side = st.select_slider("Feature-map side", SIDES, value=default_side, key=f"{key}side", bind=bind,
                             help="The image is centre-cropped and resized to side x side, like a feature map "
                                  "of a CNN, so block_size means what it means in a network.")

@@ -76,3 +76,11 @@ def test_choosing_no_method_says_so(app_env):
     at = compare()
     at.multiselect(key="methods").set_value([]).run()
     assert not at.exception and "Choose at least one method" in at.info[0].value
+
+
+def test_unusable_link_values_are_named_in_warnings(app_env):
+    at = compare(methods="Nope", image="CIFAR-10", cifar="99999")
+    assert not at.exception
+    warnings = " ".join(warning.value for warning in at.warning)
+    assert "methods must be one of" in warnings and "'Nope'" in warnings
+    assert "cifar must be in [0, " in warnings and "got 99999" in warnings

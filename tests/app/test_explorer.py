@@ -214,3 +214,21 @@ def test_a_thin_strip_upload_is_refused_and_the_last_good_upload_stays(app_env, 
     assert any(f"{size[0]} x {size[1]} pixels" in error.value for error in at.error)
     assert "Showing the last good upload, good.png (PNG)." in [caption.value for caption in at.caption]
     assert at.session_state["last_upload"].pixels.shape == (48, 64, 3)
+
+
+def test_unusable_link_values_are_named_in_warnings_and_the_defaults_shown(app_env):
+    at = explorer(method="nonsense", drop_prob="7", seed="-5", side="33", gray="maybe")
+    assert not at.exception
+    warnings = " ".join(warning.value for warning in at.warning)
+    for named in ("method must be one of", "'nonsense'", "drop_prob must be in", "seed must be in",
+                  "side must be one of", "gray must be true or false"):
+        assert named in warnings
+    assert widget(at, "selectbox", "method").value == "dropout"
+    assert widget(at, "slider", "drop_prob").value == pytest.approx(REGISTRY["dropout"].defaults()["drop_prob"])
+
+
+def test_a_link_may_name_a_method_by_its_registry_key(app_env):
+    at = explorer(method="dropblock", block_size="5")
+    assert not at.exception and not at.warning
+    assert widget(at, "selectbox", "method").value == "dropblock"
+    assert widget(at, "slider", "block_size").value == 5

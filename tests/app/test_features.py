@@ -98,3 +98,12 @@ def test_a_truncated_checkpoint_shows_a_message_and_the_page_keeps_working(app_e
     assert any("not a readable PyTorch checkpoint" in e.value for e in at.error)
     assert any(f"checkpoint {good}" in s.value for s in at.success), "the previous model stays"
     assert len(grid_images(at)) == 2
+
+
+def test_unusable_link_values_are_named_in_warnings(app_env):
+    at = features(model="nope", weights="run:../../etc/passwd", channels="500", draws="0")
+    assert not at.exception
+    warnings = " ".join(warning.value for warning in at.warning)
+    for named in ("model must be one of", "'nope'", "weights must be one of", "'run:../../etc/passwd'",
+                  "channels must be in", "draws must be in"):
+        assert named in warnings
