@@ -179,12 +179,14 @@ except ValueError as err:  # a parameter combination the method rejects for this
 
 channels = rank_channels(clean)[:shown].tolist()
 kept = float(effect.stages["mask"].float().mean()) if "mask" in effect.stages else 1.0
+# Disout replaces the units of its blocks with perturbed values instead of zeros.
+touched = "distorted (not zeroed)" if "distortion" in effect.stages else "dropped"
 st.plotly_chart(fig.before_after(clean, effect.stages["output"], channels,
                                  titles=(f"{layer}: clean", f"after {spec.display_name} (first draw)")),
                 key="features_grid", config=plotly_config(f"features-{layer}"))
 st.caption(f"{shown} of {n_channels} channels, most active first (mean |activation|); each divided by its "
            "clean maximum (kept units the regularizer scales above it show the top colour). "
-           f"{1 - kept:.1%} of this layer's units dropped in the first draw. Hover a tile for its channel.")
+           f"{1 - kept:.1%} of this layer's units {touched} in the first draw. Hover a tile for its channel.")
 
 if "clusters" in effect.stages:
     st.plotly_chart(fig.cluster_mosaic(effect.stages["clusters"], channels, effect.stages.get("mask")),

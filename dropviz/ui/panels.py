@@ -17,6 +17,8 @@ from dropviz.viz.texts import method_text
 
 MASK_LEGEND = ("Masks: white = kept in every channel, black = dropped in every channel, a colour = kept only "
                "in the channels it is made of (red, green, blue).")
+SEEDS_LEGEND = ("Block seeds: white = a seed in every channel, black = no seed, a colour = a seed only in the "
+                "channels it is made of.")
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -84,7 +86,7 @@ def visualize_stages(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tenso
         return None
     st.plotly_chart(figures.stage_row(stages), key=f"{key}stages", config=plotly_config(f"dropviz-{spec.name}"))
     if x.shape[1] == 3:
-        st.caption(MASK_LEGEND)
+        st.caption(f"{MASK_LEGEND} {SEEDS_LEGEND}" if "seeds" in stages else MASK_LEGEND)
     _stats_metrics(figures.stage_stats(stages, params.get("drop_prob")))
     return stages
 

@@ -29,12 +29,13 @@ from PIL import Image
 
 STAGE_KINDS = {"input": "image", "seeds": "mask", "mask": "mask", "distortion": "signed",
                "clusters": "labels", "output": "image"}
-STAGE_TITLES = {"input": "input", "seeds": "block seeds", "mask": "mask (white = kept)",
+STAGE_TITLES = {"input": "input", "seeds": "block seeds (white = seed)", "mask": "mask (white = kept)",
                 "distortion": "distortion", "clusters": "cluster map", "output": "output"}
 PALETTE = np.array([(99, 110, 250), (239, 85, 59), (0, 204, 150), (171, 99, 250), (255, 161, 90),
                     (25, 211, 243), (255, 102, 146), (182, 232, 128), (255, 151, 255), (254, 203, 82),
                     (31, 119, 180), (140, 86, 75)], dtype=np.uint8)
 TITLE_SIZE = 15
+MIN_PANEL_WIDTH = 170  # narrower, and titles such as "mask (white = kept)" run into each other
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def stage_panels(stages: Mapping[str, torch.Tensor], titles: Mapping[str, str] |
     if hidden:
         drawable = drawable[:max_panels - 1] + drawable[-1:]
     panels = [output_panel(stages, titles.get(name, name)) if name == "output" and "input" in stages
-              else Panel(to_pixels(t, kind), titles.get(name, name)) for name, t, kind in drawable]
+              else Panel(to_pixels(t, kind), titles.get(name, stage_title(name))) for name, t, kind in drawable]
     if hidden:
         panels[-1] = Panel(panels[-1].pixels, panels[-1].title, f"{panels[-1].note} ({hidden} more not shown)")
     return panels
@@ -222,14 +223,24 @@ def output_panel(stages: Mapping[str, torch.Tensor], title: str) -> Panel:
     return Panel(to_pixels(stages["output"], "image", (lo * scale, hi * scale)), title, f"÷ {scale:.2f}")
 
 
+def stage_title(name: str) -> str:
+    """A stage's title for students: Multi-Sample Dropout's extra masks ``mask_2``... become "mask, sample 2"."""
+    prefix, _, number = name.rpartition("_")
+    return f"mask, sample {number}" if prefix == "mask" and number.isdigit() else name
+
+
 def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] | None = None,
               width: int = 780, title: str | None = None, max_panels: int = 6) -> go.Figure:
-    """The stages of one ``explain()`` call side by side, in order (input, seeds, mask, ..., output).
+    """The stages of one ``explain()`` call side by side, in order (input, seeds, mask, ..., output), in as
+    few rows of equal length as keep each panel at least :data:`MIN_PANEL_WIDTH` of about ``width`` pixels.
 
-    The height fits square panels into about ``width`` pixels (a wider screen gets the same height)."""
+    The height fits square panels into that width (a wider screen gets the same height)."""
     panels = stage_panels(stages, titles, max_panels)
-    panel_height = int(min(320, max(150, width / len(panels) + 26)))
-    return image_grid([panels], panel_height=panel_height, title=title)
+    n_rows = -(-len(panels) // max(1, width // MIN_PANEL_WIDTH))
+    per_row = -(-len(panels) // n_rows)
+    rows = [panels[start:start + per_row] for start in range(0, len(panels), per_row)]
+    panel_height = int(min(320, max(150, width / per_row + 26)))
+    return image_grid(rows, panel_height=panel_height, title=title)
 
 
 def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, columns: int = 4,
@@ -269,7 +280,8 @@ def kept_scale(stages: Mapping[str, torch.Tensor]) -> float | None:
 
 def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> dict[str, float | int | None]:
     """Numbers that go with one draw: requested vs realised drop fraction, the scale on kept units, and
-    how many blocks (DropBlock seeds) or clusters (over all channels) were dropped when the method has them.
+    how many blocks (DropBlock seeds) or clusters (summed over channels: each channel drops its own) were
+    dropped when the method has them.
 
     The scale is measured, not assumed (:func:`kept_scale`).
     """
@@ -283,5 +295,5 @@ def stage_stats(stages: Mapping[str, torch.Tensor], drop_prob: float | None) -> 
         shared = bool((seeds == seeds[:, :1]).all())  # one mask for all channels: count its seeds once
         stats["blocks dropped"] = int((seeds[:, :1] if shared else seeds).sum())
     if "dropped_clusters" in stages:  # flags, 1 = dropped, per sample, channel and cluster
-        stats["clusters dropped"] = int(stages["dropped_clusters"].sum())
+        stats["clusters dropped, all channels"] = int(stages["dropped_clusters"].sum())
     return stats

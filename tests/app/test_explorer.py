@@ -79,10 +79,10 @@ def test_method_choice_shows_only_its_parameters(app_env):
     widget(at, "selectbox", "method").set_value("dropblock").run()
     assert [s.key for s in at.slider] == ["drop_prob", "block_size"]
     assert [t.key for t in at.toggle if t.key == "share_channels"] == ["share_channels"]
-    assert "block seeds" in panels(at) and "blocks dropped" in metrics(at)
+    assert "block seeds (white = seed)" in panels(at) and "blocks dropped" in metrics(at)
     widget(at, "selectbox", "method").set_value("dropcluster").run()
     assert [s.key for s in at.slider] == ["drop_prob", "n_clusters"]
-    assert "cluster map" in panels(at) and "clusters dropped" in metrics(at)
+    assert "cluster map" in panels(at) and "clusters dropped, all channels" in metrics(at)
     widget(at, "selectbox", "method").set_value("disout").run()
     assert "distortion" in panels(at) and [s.key for s in at.slider] == ["drop_prob", "block_size", "alpha"]
 
@@ -232,3 +232,10 @@ def test_a_link_may_name_a_method_by_its_registry_key(app_env):
     assert not at.exception and not at.warning
     assert widget(at, "selectbox", "method").value == "dropblock"
     assert widget(at, "slider", "block_size").value == 5
+
+
+@pytest.mark.parametrize("method, seeds", [("dropout", False), ("dropblock", True), ("disout", True)])
+def test_the_legend_explains_the_seeds_panel_only_where_there_is_one(app_env, method, seeds):
+    at = explorer(method=method)
+    legend = next(caption.value for caption in at.caption if caption.value.startswith("Masks:"))
+    assert ("Block seeds: white = a seed in every channel, black = no seed" in legend) == seeds

@@ -74,7 +74,8 @@ def test_stage_row_draws_map_stages_in_order_and_skips_others():
     stages = {"input": torch.rand(1, 3, 8, 8), "seeds": torch.zeros(1, 3, 8, 8), "mask": torch.ones(1, 3, 8, 8),
               "dropped_clusters": torch.tensor([1, 3]), "output": torch.rand(1, 3, 8, 8)}
     fig = stage_row(stages)
-    assert [trace.name for trace in fig.data] == ["input", "block seeds", "mask (white = kept)", "output"]
+    assert [trace.name for trace in fig.data] == ["input", "block seeds (white = seed)", "mask (white = kept)",
+                                                  "output"]
 
 
 def test_output_is_shown_on_the_inputs_scale_divided_by_the_kept_scale():
@@ -112,14 +113,14 @@ def test_stats_measure_drop_fraction_scale_and_blocks():
 def test_stats_count_dropped_cluster_flags_over_channels():
     base = {"input": torch.ones(1, 2, 2, 2), "mask": torch.ones(1, 2, 2, 2), "output": torch.ones(1, 2, 2, 2)}
     flags = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])  # (N, C, n_clusters), 1 = dropped
-    assert stage_stats({**base, "dropped_clusters": flags}, 0.1)["clusters dropped"] == 3
+    assert stage_stats({**base, "dropped_clusters": flags}, 0.1)["clusters dropped, all channels"] == 3
 
 
 def test_long_stage_lists_are_cut_in_the_middle_and_say_so():
     stages = {"input": torch.rand(1, 3, 4, 4), **{f"mask_{i}": torch.ones(1, 3, 4, 4) for i in range(9)},
               "output": torch.rand(1, 3, 4, 4)}
     fig = stage_row(stages, max_panels=4)
-    assert [trace.name for trace in fig.data] == ["input", "mask_0", "mask_1", "output"]
+    assert [trace.name for trace in fig.data] == ["input", "mask, sample 0", "mask, sample 1", "output"]
     assert fig.layout.annotations[-1].text.endswith("(7 more not shown)")
 
 
@@ -161,3 +162,15 @@ def test_every_method_has_teaching_text_citing_its_paper(name):
     assert name in TEXTS and text.what and text.formula
     assert text.formula.count("{") == text.formula.count("}")  # st.latex shows nothing for unbalanced TeX
     assert spec.paper.split(",")[0].split()[0] in text.paper  # same first author as the registry
+
+
+def test_extra_masks_get_readable_titles_and_narrow_rows_wrap():
+    masks = {name: torch.ones(1, 1, 8, 8) for name in ("mask", "mask_2", "mask_3", "mask_4")}
+    stages = {"input": torch.rand(1, 1, 8, 8), **masks, "output": torch.rand(1, 1, 8, 8)}
+    wide, narrow = stage_row(stages, width=1200), stage_row(stages, width=700)
+    assert [trace.name for trace in narrow.data] == ["input", "mask (white = kept)", "mask, sample 2",
+                                                     "mask, sample 3", "mask, sample 4", "output"]
+    # One row of six when each gets 200 px; two rows of three in 700 px, each panel at least 170 px wide.
+    assert len({tuple(narrow.layout[f"yaxis{i if i > 1 else ''}"].domain) for i in range(1, 7)}) == 2
+    assert len({tuple(wide.layout[f"yaxis{i if i > 1 else ''}"].domain) for i in range(1, 7)}) == 1
+    assert narrow.layout.xaxis3.domain[1] - narrow.layout.xaxis3.domain[0] > 0.3
