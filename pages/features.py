@@ -199,7 +199,8 @@ with left:
     warn_unusable_url_value("channel", options=[str(c) for c in channels])
     channel = st.selectbox("Channel to explain (most active first)", channels, key="channel", bind=URL)
     maps = {name: t[channel] for name, t in effect.stages.items() if t.dim() == 3}
-    st.plotly_chart(stage_row(maps, width=700, title=f"explain() stages of channel {channel}"),
+    # Half of the main area beside the sidebar at 1280 px: the row wraps to panels that fit there.
+    st.plotly_chart(stage_row(maps, width=380, title=f"explain() stages of channel {channel}"),
                     key="features_stages", config=plotly_config(f"stages-{layer}-{channel}"))
 with right:
     rows, agreement = compare_predictions(clean_logits, effect.logits, model.class_names)
