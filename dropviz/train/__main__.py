@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank > 0:
             return EXIT_CODES.get(status, 1)
     JobManager(runs_dir).schedule()  # this run's slot is free now: start whatever waits in the queue
-    run = RunsDB(runs_dir).run(run_id) or {}
-    print(f"run {run_id}: {status}" + (f"\n{run.get('error')}" if run.get("error") else ""), file=sys.stderr)
+    print(f"run {run_id}: {status}", file=sys.stderr)  # train_run has printed what went wrong
     return EXIT_CODES.get(status, 1)
 
 

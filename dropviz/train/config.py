@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from dropviz.data.datasets import DATASETS
+from dropviz.data.datasets import DATASETS, IMAGE_SUFFIXES, load_split
 from dropviz.models import DROPCLUSTER_DEFAULT, MODELS, PLACEMENT, feature_layer_names
 from dropviz.regularizers import REGISTRY
 
 DEVICES = ("auto", "cpu", "cuda")
+CIFAR_TRAINING_IMAGES = 50_000  # torchvision's training split, of CIFAR-10 and of CIFAR-100
 SCHEDULES = ("linear", "constant")
 
 
@@ -88,9 +90,23 @@ class RunConfig:
             if not torch.cuda.is_available():
                 problems.append("--device cuda was asked for but CUDA is not available here; use auto or cpu")
         problems += self._regularizer_problems() + self._placement_problems()
+        if not problems:  # a batch needs the dataset's folder or name to be right first
+            problems += self._batch_size_problems()
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+    def _batch_size_problems(self) -> list[str]:
+        """A batch larger than the training set makes no step: refused now, not after the run is registered.
+        (Under torchrun each process has a share of the images; the engine checks that.)"""
+        if self.limit_train is not None and self.limit_train < self.batch_size:
+            return [f"--batch-size {self.batch_size} is larger than the {self.limit_train} training images "
+                    f"(--limit-train {self.limit_train})"]
+        available = training_images(self.dataset, self.data_dir)
+        if available is not None and available < self.batch_size:
+            return [f"--batch-size {self.batch_size} is larger than the {available} training images of "
+                    f"{self.dataset}"]
+        return []
 
     def _image_folder_problems(self) -> list[str]:
         folders = {split: Path(self.data_dir or "") / split for split in ("train", "test")}
@@ -142,6 +158,23 @@ class RunConfig:
             return [f"--dropcluster-after must be one of {', '.join(places)} for {self.model}; "
                     f"got {self.dropcluster_after!r}"]
         return []
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled_training_images(dataset: str) -> int:
+    return len(load_split(dataset, "train"))
+
+
+def training_images(dataset: str, data_dir: str | None) -> int:
+    """How many images the training split of ``dataset`` has: counted, for an image folder (its files change);
+    loaded once, for the small bundled digits."""
+    if dataset in ("cifar10", "cifar100"):
+        return CIFAR_TRAINING_IMAGES
+    if dataset == "imagefolder":
+        train = Path(data_dir) / "train"
+        return sum(path.suffix.lower() in IMAGE_SUFFIXES for folder in train.iterdir() if folder.is_dir()
+                   for path in folder.iterdir())
+    return _bundled_training_images(dataset)
 
 
 def class_folder_mismatch(data_dir: str | Path | None, train_classes: list[str], test_classes: list[str]) -> str | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from dropviz.train import ConfigError, JobManager, RunConfig, RunsDB, check_run_id, run_dir, train_run
 from dropviz.train.__main__ import config_from_args, main, parser
+from dropviz.train.config import flag
 
 
 def test_defaults_are_valid():
@@ -48,10 +50,10 @@ def test_every_problem_is_reported_at_once():
 
 def test_cli_flags_become_the_config():
     args = parser().parse_args(["--regularizer", "dropblock", "--drop-prob", "0.2", "--block-size", "3",
-                                "--share-channels", "true", "--limit-train", "100"])
+                                "--share-channels", "true", "--limit-train", "1000"])
     config = config_from_args(args)
     assert config.params == {"drop_prob": 0.2, "block_size": 3, "share_channels": True}
-    assert config.limit_train == 100 and config.validate() is config
+    assert config.limit_train == 1000 and config.validate() is config
 
 
 def test_dropcluster_may_sit_after_any_stage_of_the_model():
@@ -183,3 +185,27 @@ def test_resume_checks_the_stored_settings_here_and_may_change_the_device(tmp_pa
     assert RunsDB(tmp_path).run(run_id)["status"] == "failed"
     assert cli("--resume", run_id, "--runs-dir", str(tmp_path), "--device", "cpu", "--no-progress")[0] == 0
     assert RunsDB(tmp_path).config(run_id).device == "cpu"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(dataset="digits", limit_train=64, batch_size=128), "--batch-size 128 is larger than the 64 training images "
+                                                             r"\(--limit-train 64\)"),
+    (dict(dataset="digits", batch_size=2000), "--batch-size 2000 is larger than the 1438 training images of digits"),
+    (dict(dataset="cifar10", batch_size=60_000), "larger than the 50000 training images of cifar10"),
+])
+def test_a_batch_larger_than_the_training_set_is_refused_before_the_run_is_registered(tmp_path, cli, settings,
+                                                                                       message):
+    with pytest.raises(ConfigError, match=message):
+        JobManager(tmp_path / "dashboard").launch(RunConfig(**settings))
+    assert JobManager(tmp_path / "dashboard").runs() == []
+    code, err = cli(*(f"--{flag(name)}={value}" for name, value in settings.items()), "--runs-dir",
+                    str(tmp_path / "runs"))
+    assert code == 2 and len(re.findall(message, err)) == 1  # said once
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_batch_larger_than_an_image_folder_is_refused(tmp_path):
+    data = image_folder(tmp_path, ("cat", "dog"), ("cat", "dog"), per_class=3)
+    with pytest.raises(ConfigError, match="--batch-size 8 is larger than the 6 training images of imagefolder"):
+        RunConfig(dataset="imagefolder", data_dir=str(data), batch_size=8).validate()
+    RunConfig(dataset="imagefolder", data_dir=str(data), batch_size=6).validate()
