@@ -163,4 +163,6 @@ def runs_panel(polling: bool) -> None:
 active = any(r["status"] in ACTIVE_OR_WAITING for r in manager.runs())
 st.subheader("Runs")
 st.caption(f"At most {manager.max_running} runs train at once (DROPVIZ_MAX_RUNS); more launches wait in the queue.")
+if manager.max_running_warning:
+    st.warning(manager.max_running_warning, icon=":material/warning:")
 st.fragment(runs_panel, run_every="2s" if active else None)(active)

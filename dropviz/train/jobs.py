@@ -36,6 +36,7 @@ from .process import process_start_time, worker_alive
 STALE_HEARTBEAT_S = 60.0  # a live worker silent for longer is shown as unresponsive
 START_GRACE_S = 120.0  # a claimed run's process must show up by then (imports can be slow on a busy machine)
 DEFAULT_MAX_RUNS = 2
+_WARNED: set[str] = set()  # warnings printed by this process
 
 
 class ReadOnlyError(PermissionError):
@@ -50,9 +51,15 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("DROPVIZ_RUNS_DIR", "runs"))
 
 
-def max_running_from_env() -> int:
-    value = os.environ.get("DROPVIZ_MAX_RUNS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_RUNS
+def max_running_from_env() -> tuple[int, str | None]:
+    """``$DROPVIZ_MAX_RUNS`` (default 2), with a warning when it is set to anything but a whole number >= 1."""
+    value = os.environ.get("DROPVIZ_MAX_RUNS", "").strip()
+    if not value:
+        return DEFAULT_MAX_RUNS, None
+    if value.isdigit() and int(value) > 0:
+        return int(value), None
+    return DEFAULT_MAX_RUNS, (f"DROPVIZ_MAX_RUNS={value!r} is not a whole number of at least 1: at most "
+                              f"{DEFAULT_MAX_RUNS} runs train at once")
 
 
 def unresponsive_for(run: dict[str, Any], now: float | None = None) -> float | None:
@@ -75,7 +82,12 @@ def live_worker_problem(run: dict[str, Any]) -> str | None:
 class JobManager:
     def __init__(self, runs_dir: str | Path | None = None, max_running: int | None = None):
         self.runs_dir = Path(runs_dir if runs_dir is not None else default_runs_dir()).resolve()
-        self.max_running = max_running or max_running_from_env()
+        self.max_running, self.max_running_warning = max_running, None
+        if not max_running:
+            self.max_running, self.max_running_warning = max_running_from_env()
+        if self.max_running_warning and self.max_running_warning not in _WARNED:  # once per process
+            _WARNED.add(self.max_running_warning)
+            print(f"warning: {self.max_running_warning}", file=sys.stderr)  # a worker's goes to its log
         self.db = RunsDB(self.runs_dir)
 
     def close(self) -> None:

@@ -148,3 +148,10 @@ def test_a_resume_that_cannot_continue_here_is_refused_with_a_message(runs_dir, 
     assert not at.exception
     assert any("Not resumed" in e.value and "CUDA is not available" in e.value for e in at.error)
     assert db.run(run_id)["status"] == "failed"
+
+
+def test_a_max_runs_setting_that_is_no_count_is_shown(runs_dir, monkeypatch):
+    monkeypatch.setenv("DROPVIZ_MAX_RUNS", "abc")
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    assert any("DROPVIZ_MAX_RUNS='abc' is not a whole number" in w.value for w in at.warning)

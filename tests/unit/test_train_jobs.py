@@ -160,6 +160,19 @@ def test_a_command_line_run_that_ends_starts_the_queued_run(tmp_path, monkeypatc
     assert started == [waiting]
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5"])
+def test_a_max_runs_setting_that_is_no_count_is_warned_about(tmp_path, monkeypatch, capsys, value):
+    monkeypatch.setenv("DROPVIZ_MAX_RUNS", value)
+    monkeypatch.setattr("dropviz.train.jobs._WARNED", set())  # as in a fresh process
+    manager = JobManager(tmp_path)
+    message = f"DROPVIZ_MAX_RUNS='{value}' is not a whole number of at least 1: at most 2 runs train at once"
+    assert manager.max_running == 2 and manager.max_running_warning == message
+    JobManager(tmp_path)
+    assert capsys.readouterr().err.count(f"warning: {message}") == 1  # once per process, not on every refresh
+    monkeypatch.setenv("DROPVIZ_MAX_RUNS", "3")
+    assert JobManager(tmp_path).max_running == 3 and JobManager(tmp_path).max_running_warning is None
+
+
 def test_two_runs_at_once_keep_their_metrics_apart(tmp_path):
     manager = JobManager(tmp_path, max_running=2)
     lrs = {manager.launch(RunConfig(epochs=2, limit_train=320, lr=lr, **TINY)): lr for lr in (0.05, 0.2)}
