@@ -56,8 +56,9 @@ def parser() -> argparse.ArgumentParser:
                                 epilog="Regularizer placement: " + "; ".join(f"{k}: {v}" for k, v in PLACEMENT.items()))
     p.add_argument("--model", choices=list(MODELS), default=defaults.model)
     p.add_argument("--dataset", choices=list(DATASETS), default=defaults.dataset)
-    p.add_argument("--data-dir", help="where the dataset is (default $DROPVIZ_DATA_DIR or data/); for imagefolder "
-                                      "the folder holding train/ and test/")
+    p.add_argument("--data-dir", help="cifar10, cifar100: the folder their files are in or downloaded to (default "
+                                      "$DROPVIZ_DATA_DIR or data/); imagefolder: the folder holding train/ and "
+                                      "test/, which must be given (no default)")
     p.add_argument("--regularizer", choices=regularizer_names(), default=defaults.regularizer)
     for name, (kind, help_text) in regularizer_params().items():
         p.add_argument(f"--{flag(name)}", dest=f"param_{name}", metavar=name.upper(),

@@ -111,8 +111,8 @@ class RunConfig:
     def _image_folder_problems(self) -> list[str]:
         folders = {split: Path(self.data_dir or "") / split for split in ("train", "test")}
         if not (self.data_dir and all(folder.is_dir() for folder in folders.values())):
-            return [f"--dataset imagefolder needs --data-dir, a folder with train/ and test/ "
-                    f"(got {self.data_dir or 'none'})"]
+            return [f"--dataset imagefolder needs --data-dir, a folder with train/ and test/; $DROPVIZ_DATA_DIR, "
+                    f"which holds all datasets, is not taken for it (got {self.data_dir or 'none'})"]
         classes = {split: sorted(d.name for d in folder.iterdir() if d.is_dir()) for split, folder in folders.items()}
         mismatch = class_folder_mismatch(self.data_dir, classes["train"], classes["test"])
         return [mismatch] if mismatch else []
