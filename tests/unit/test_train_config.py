@@ -214,6 +214,7 @@ def test_a_batch_larger_than_an_image_folder_is_refused(tmp_path):
 def test_imagefolder_takes_its_folder_from_data_dir_only_as_the_help_says(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("DROPVIZ_DATA_DIR", str(image_folder(tmp_path / "data", ("cat",), ("cat",))))
     code, err = cli("--dataset", "imagefolder", "--runs-dir", str(tmp_path / "runs"))
-    assert code == 2 and "needs --data-dir" in err and "$DROPVIZ_DATA_DIR, which holds all datasets, is not taken" in err
+    assert code == 2 and "needs --data-dir" in err
+    assert "$DROPVIZ_DATA_DIR, which holds all datasets, is not taken" in err
     [data_dir] = [action for action in parser()._actions if action.dest == "data_dir"]
     assert "imagefolder: the folder holding train/ and test/, which must be given (no default)" in data_dir.help
