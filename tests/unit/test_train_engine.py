@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dropviz.data.datasets import Batches
+from dropviz.models import build_model
 from dropviz.train import ConfigError, RunConfig, RunsDB, engine, train_run
 from dropviz.train.engine import CHECKPOINT
 
@@ -81,6 +82,14 @@ def test_dropcluster_trains_after_the_chosen_stage_and_a_resume_rebuilds_it_ther
     # rebuilt at the stem would not take the stage-2 labels and the run would fail.
     assert train_run(tmp_path, run_id, progress=False) == "finished"
     assert RunsDB(tmp_path).run(run_id)["error"] is None
+
+    # What the README says of its weights in the plain model: all of them fit, the label map is the one key more
+    plain = build_model("resnet20", num_classes=10)
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "stages.stage2.3.labels"'):
+        plain.load_state_dict(state["model"])
+    loaded = plain.load_state_dict(state["model"], strict=False)
+    assert loaded.missing_keys == [] and loaded.unexpected_keys == labels
+    plain.load_state_dict({key: value for key, value in state["model"].items() if not key.endswith(".labels")})
 
 
 def test_missing_dataset_fails_the_run_with_a_message(tmp_path):
