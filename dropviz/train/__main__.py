@@ -121,7 +121,7 @@ def resumable_run(p: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     valid here (a changed ``--device`` among them), and no earlier cancel request."""
     resuming = args.worker is None
     run_id = args.resume if resuming else args.worker
-    given = flags_given(p, argv)
+    given = flags_given(p, argv) if resuming else {}
     if resuming:
         ignored = [flag for dest, flag in given.items() if dest not in RESUME_FLAGS]
         if ignored:

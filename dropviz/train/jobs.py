@@ -96,9 +96,9 @@ class JobManager:
     # ---------------------------------------------------------------- reading
 
     def runs(self) -> list[dict[str, Any]]:
-        """All runs, newest first, after marking dead workers' runs failed and starting queued runs in the slots
-        that frees: a dashboard's refresh calls this, and may be all that is left to start the queue (after a
-        SIGKILLed worker, or a command-line run)."""
+        """All runs, newest first, after marking dead workers' runs failed and starting queued runs in free slots:
+        a dashboard's refresh calls this, and may be all that is left to start the queue (after a SIGKILLed
+        worker, or a command-line run)."""
         self.schedule()
         return self.db.runs()
 
