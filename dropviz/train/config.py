@@ -6,7 +6,7 @@ import functools
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from dropviz.data.datasets import DATASETS, IMAGE_SUFFIXES, load_split
 from dropviz.models import DROPCLUSTER_DEFAULT, MODELS, PLACEMENT, feature_layer_names
@@ -18,7 +18,8 @@ SCHEDULES = ("linear", "constant")
 
 
 class ConfigError(ValueError):
-    """Invalid run parameters; the message lists every problem, in the words of the CLI flags."""
+    """Invalid run parameters; the message lists every problem, in the words of the CLI flags (or of a form's
+    labels, given to :meth:`RunConfig.validate`)."""
 
 
 def regularizer_names() -> list[str]:
@@ -56,18 +57,24 @@ class RunConfig:
             raise ConfigError(f"unknown run setting(s): {', '.join(unknown)}")
         return cls(**values)
 
-    def validate(self) -> "RunConfig":
-        """Raise :class:`ConfigError` naming every invalid setting; return ``self`` when all are valid."""
+    def validate(self, labels: Mapping[str, str] | None = None) -> "RunConfig":
+        """Raise :class:`ConfigError` naming every invalid setting; return ``self`` when all are valid.
+
+        Settings are named by their CLI flags (``--batch-size``), or by ``labels`` (setting name -> a form's label,
+        e.g. ``"Batch size"``) for a page, whose users never see the flags."""
         problems = []
+
+        def term(name: str) -> str:
+            return f"--{flag(name)}" if labels is None else labels.get(name, name)
 
         def choice(name: str, options) -> None:
             if getattr(self, name) not in options:
-                problems.append(f"--{flag(name)} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
+                problems.append(f"{term(name)} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
 
         def at_least(name: str, low: float, kind: type = int, optional: bool = False) -> None:
             value = getattr(self, name)
             if not (value is None and optional) and not (_is_kind(value, kind) and value >= low):
-                problems.append(f"--{flag(name)} must be {KIND_NAMES[kind]} >= {low}; got {value!r}")
+                problems.append(f"{term(name)} must be {KIND_NAMES[kind]} >= {low}; got {value!r}")
 
         choice("model", list(MODELS))
         choice("dataset", list(DATASETS))
@@ -81,47 +88,50 @@ class RunConfig:
         at_least("seed", 0)
         at_least("weight_decay", 0.0, float)
         if not (_is_kind(self.lr, float) and 0 < self.lr <= 10):
-            problems.append(f"--lr must be a number in (0, 10]; got {self.lr!r}")
+            problems.append(f"{term('lr')} must be a number in (0, 10]; got {self.lr!r}")
         if self.dataset == "imagefolder":
-            problems += self._image_folder_problems()
+            problems += self._image_folder_problems(term, in_form=labels is not None)
         if self.device == "cuda":
             import torch
 
             if not torch.cuda.is_available():
-                problems.append("--device cuda was asked for but CUDA is not available here; use auto or cpu")
-        problems += self._regularizer_problems() + self._placement_problems()
+                problems.append(f"{term('device')} cuda was asked for but CUDA is not available here; use auto or cpu")
+        problems += self._regularizer_problems(term) + self._placement_problems(term)
         if not problems:  # a batch needs the dataset's folder or name to be right first
-            problems += self._batch_size_problems()
+            problems += self._batch_size_problems(term)
         if problems:
             raise ConfigError("; ".join(problems))
         return self
 
-    def _batch_size_problems(self) -> list[str]:
+    def _batch_size_problems(self, term: Callable[[str], str]) -> list[str]:
         """A batch larger than the training set makes no step: refused now, not after the run is registered.
         (Under torchrun each process has a share of the images; the engine checks that.)"""
         if self.limit_train is not None and self.limit_train < self.batch_size:
-            return [f"--batch-size {self.batch_size} is larger than the {self.limit_train} training images "
-                    f"(--limit-train {self.limit_train})"]
+            return [f"{term('batch_size')} {self.batch_size} is larger than the {self.limit_train} training images "
+                    f"({term('limit_train')} {self.limit_train})"]
         available = training_images(self.dataset, self.data_dir)
         if available is not None and available < self.batch_size:
-            return [f"--batch-size {self.batch_size} is larger than the {available} training images of "
+            return [f"{term('batch_size')} {self.batch_size} is larger than the {available} training images of "
                     f"{self.dataset}"]
         return []
 
-    def _image_folder_problems(self) -> list[str]:
+    def _image_folder_problems(self, term: Callable[[str], str], in_form: bool) -> list[str]:
         folders = {split: Path(self.data_dir or "") / split for split in ("train", "test")}
         if not (self.data_dir and all(folder.is_dir() for folder in folders.values())):
+            if in_form:  # the form's folder box starts at the data dir: the flags' story does not apply
+                return [f"{term('data_dir')}: choose a folder with train/ and test/ class folders for the "
+                        f"imagefolder dataset (got {self.data_dir or 'none'})"]
             return [f"--dataset imagefolder needs --data-dir, a folder with train/ and test/; $DROPVIZ_DATA_DIR, "
                     f"which holds all datasets, is not taken for it (got {self.data_dir or 'none'})"]
         classes = {split: sorted(d.name for d in folder.iterdir() if d.is_dir()) for split, folder in folders.items()}
-        mismatch = class_folder_mismatch(self.data_dir, classes["train"], classes["test"])
+        mismatch = class_folder_mismatch(self.data_dir, classes["train"], classes["test"], term("data_dir"))
         return [mismatch] if mismatch else []
 
-    def _regularizer_problems(self) -> list[str]:
+    def _regularizer_problems(self, term: Callable[[str], str]) -> list[str]:
         if not isinstance(self.params, dict):
             return [f"regularizer parameters must be a mapping, got {self.params!r}"]
         if self.regularizer == "none":
-            return [f"--{flag(n)} needs a --regularizer" for n in self.params]
+            return [f"{term(n)} needs a {term('regularizer')}" for n in self.params]
         if self.regularizer not in REGISTRY:
             return []
         spec = REGISTRY[self.regularizer]
@@ -130,13 +140,13 @@ class RunConfig:
         for name, value in self.params.items():
             param = accepted.get(name)
             if param is None:
-                problems.append(f"--{flag(name)} does not apply to {self.regularizer} (it takes "
-                                f"{', '.join('--' + flag(a) for a in accepted) or 'no parameters'})")
+                problems.append(f"{term(name)} does not apply to {self.regularizer} (it takes "
+                                f"{', '.join(term(a) for a in accepted) or 'no parameters'})")
             elif not _is_kind(value, param.kind):
-                problems.append(f"--{flag(name)} must be {KIND_NAMES[param.kind]}; got {value!r}")
+                problems.append(f"{term(name)} must be {KIND_NAMES[param.kind]}; got {value!r}")
             elif param.kind in (int, float) and ((param.min is not None and value < param.min) or
                                                  (param.max is not None and value > param.max)):
-                problems.append(f"--{flag(name)} must be in [{param.min}, {param.max}] for {self.regularizer}; "
+                problems.append(f"{term(name)} must be in [{param.min}, {param.max}] for {self.regularizer}; "
                                 f"got {value!r}")
         if not problems:
             try:  # the constructor's own checks (e.g. combinations of parameters)
@@ -145,17 +155,18 @@ class RunConfig:
                 problems.append(f"{self.regularizer}: {error}")
         return problems
 
-    def _placement_problems(self) -> list[str]:
+    def _placement_problems(self, term: Callable[[str], str]) -> list[str]:
         if self.dropcluster_after == DROPCLUSTER_DEFAULT:
             return []
         if self.regularizer != "dropcluster":
-            return [f"--dropcluster-after applies only to --regularizer dropcluster; got {self.dropcluster_after!r} "
+            return [f"{term('dropcluster_after')} applies only to {term('regularizer')} dropcluster; got "
+                    f"{self.dropcluster_after!r} "
                     f"with {self.regularizer}"]
         if self.model not in MODELS:
             return []
         places = feature_layer_names(self.model)
         if self.dropcluster_after not in places:
-            return [f"--dropcluster-after must be one of {', '.join(places)} for {self.model}; "
+            return [f"{term('dropcluster_after')} must be one of {', '.join(places)} for {self.model}; "
                     f"got {self.dropcluster_after!r}"]
         return []
 
@@ -177,7 +188,32 @@ def training_images(dataset: str, data_dir: str | None) -> int:
     return _bundled_training_images(dataset)
 
 
-def class_folder_mismatch(data_dir: str | Path | None, train_classes: list[str], test_classes: list[str]) -> str | None:
+CIFAR10_JPEG = "cifar10-jpeg"  # the shared CIFAR-10 JPEG copy's folder in the data dir
+DEFAULT_DATASETS = ("imagefolder", "cifar10", "digits")  # a form's default: the first present here
+
+
+def image_folder_copy(root: str | Path) -> Path | None:
+    """``<root>/cifar10-jpeg`` if it has train/ and test/ folders, else None."""
+    folder = Path(root) / CIFAR10_JPEG
+    return folder if all((folder / split).is_dir() for split in ("train", "test")) else None
+
+
+def datasets_present(root: str | Path) -> list[str]:
+    """The datasets a run can load from ``root`` without a network: the CIFAR-10 JPEG copy (as ``imagefolder``),
+    torchvision's CIFAR files (its archive or its extracted batches) and digits, which ships with scikit-learn."""
+    from torchvision.datasets import CIFAR10, CIFAR100  # imported here: only a form asks
+
+    root = Path(root)
+    present = ["imagefolder"] if image_folder_copy(root) else []
+    for name, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
+        batches = [root / cls.base_folder / file for file, _ in cls.train_list + cls.test_list]
+        if (root / cls.filename).is_file() or all(batch.is_file() for batch in batches):
+            present.append(name)
+    return present + ["digits"]
+
+
+def class_folder_mismatch(data_dir: str | Path | None, train_classes: list[str], test_classes: list[str],
+                          setting: str = "--data-dir") -> str | None:
     """What is wrong when test/ has other class folders than train/, else None. Labels are positions in the sorted
     class list, so a test/ without one of train/'s classes would shift every later label (a wrong accuracy,
     silently), and one with more would hold labels the model has no output for."""
@@ -187,7 +223,7 @@ def class_folder_mismatch(data_dir: str | Path | None, train_classes: list[str],
         return None
     differences = ([f"test/ lacks {', '.join(missing)}"] if missing else []) + \
                   ([f"test/ has {', '.join(extra)}, which train/ lacks"] if extra else [])
-    return f"--data-dir {data_dir}: test/ must have the class folders of train/; {'; '.join(differences)}"
+    return f"{setting} {data_dir}: test/ must have the class folders of train/; {'; '.join(differences)}"
 
 
 KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

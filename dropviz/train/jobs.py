@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import dropviz
 
@@ -41,6 +42,10 @@ _WARNED: set[str] = set()  # warnings printed by this process
 
 class ReadOnlyError(PermissionError):
     """This dashboard is read-only (``DROPVIZ_READONLY``)."""
+
+
+class RunsDirError(OSError):
+    """The runs folder cannot hold the runs database (a file, a place that cannot be written, ...)."""
 
 
 def readonly() -> bool:
@@ -88,7 +93,12 @@ class JobManager:
         if self.max_running_warning and self.max_running_warning not in _WARNED:  # once per process
             _WARNED.add(self.max_running_warning)
             print(f"warning: {self.max_running_warning}", file=sys.stderr)  # a worker's goes to its log
-        self.db = RunsDB(self.runs_dir)
+        try:
+            self.db = RunsDB(self.runs_dir)
+        except (OSError, sqlite3.Error) as error:
+            where = "the runs folder" if runs_dir is not None else "DROPVIZ_RUNS_DIR, the runs folder,"
+            what = "is a file, not a folder" if self.runs_dir.is_file() else f"cannot hold the runs ({error})"
+            raise RunsDirError(f"{where} {self.runs_dir} {what}: choose a folder this user can write to") from error
 
     def close(self) -> None:
         self.db.close()
@@ -121,10 +131,11 @@ class JobManager:
             raise ReadOnlyError("this dashboard is read-only (DROPVIZ_READONLY is set): runs cannot be launched, "
                                 "cancelled, resumed or deleted here")
 
-    def launch(self, config: RunConfig) -> str:
-        """Validate ``config``, queue it and start it if a slot is free; return the run id."""
+    def launch(self, config: RunConfig, labels: Mapping[str, str] | None = None) -> str:
+        """Validate ``config`` (refusals name settings by ``labels``, see :meth:`RunConfig.validate`), queue it and
+        start it if a slot is free; return the run id."""
         self._writable()
-        config.validate()
+        config.validate(labels)
         run_id = self.db.create_run(config)
         run_dir(self.runs_dir, run_id).mkdir(parents=True, exist_ok=True)
         self.schedule()
@@ -140,12 +151,12 @@ class JobManager:
             conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ? AND status IN ('starting', 'running')",
                          (run_id,))
 
-    def resume(self, run_id: str) -> None:
+    def resume(self, run_id: str, labels: Mapping[str, str] | None = None) -> None:
         """Queue a failed or cancelled run again; its worker continues from the last checkpoint. Its settings are
         checked again first (:class:`ConfigError`): they may not hold here, e.g. CUDA for a run launched elsewhere."""
         self._writable()
         check_run_id(run_id)
-        self.db.config(run_id).validate()
+        self.db.config(run_id).validate(labels)
         with self.db.transaction() as conn:
             run = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
             if run is None or run["status"] not in ("failed", "cancelled"):

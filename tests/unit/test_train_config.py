@@ -12,7 +12,7 @@ from PIL import Image
 
 from dropviz.train import ConfigError, JobManager, RunConfig, RunsDB, check_run_id, run_dir, train_run
 from dropviz.train.__main__ import config_from_args, main, parser
-from dropviz.train.config import flag
+from dropviz.train.config import datasets_present, flag
 
 
 def test_defaults_are_valid():
@@ -218,3 +218,22 @@ def test_imagefolder_takes_its_folder_from_data_dir_only_as_the_help_says(tmp_pa
     assert "$DROPVIZ_DATA_DIR, which holds all datasets, is not taken" in err
     [data_dir] = [action for action in parser()._actions if action.dest == "data_dir"]
     assert "imagefolder: the folder holding train/ and test/, which must be given (no default)" in data_dir.help
+
+
+def test_a_form_gets_refusals_in_its_own_words():
+    labels = {"batch_size": "Batch size", "limit_train": "Training images", "data_dir": "Data folder"}
+    with pytest.raises(ConfigError) as refused:
+        RunConfig(dataset="digits", batch_size=64, limit_train=32).validate(labels)
+    assert str(refused.value) == "Batch size 64 is larger than the 32 training images (Training images 32)"
+    with pytest.raises(ConfigError, match=r"^Data folder: choose a folder with train/ and test/ class folders"):
+        RunConfig(dataset="imagefolder", data_dir="/nonexistent").validate(labels)
+    with pytest.raises(ConfigError, match=r"^--batch-size 64 is larger than the 32 training images \(--limit-train"):
+        RunConfig(dataset="digits", batch_size=64, limit_train=32).validate()  # the command line keeps its flags
+
+
+def test_datasets_present_are_those_a_run_can_load_offline(tmp_path):
+    assert datasets_present(tmp_path) == ["digits"]
+    (tmp_path / "cifar-10-python.tar.gz").touch()  # torchvision extracts its archive without a network
+    for split in ("train", "test"):
+        (tmp_path / "cifar10-jpeg" / split).mkdir(parents=True)
+    assert datasets_present(tmp_path) == ["imagefolder", "cifar10", "digits"]

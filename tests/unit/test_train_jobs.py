@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dropviz.train import JobManager, ReadOnlyError, RunConfig, RunsDB, process_start_time, worker_alive
+from dropviz.train import (JobManager, ReadOnlyError, RunConfig, RunsDB, RunsDirError, process_start_time,
+                           worker_alive)
 from dropviz.train.__main__ import main
 from dropviz.train.db import DB_NAME, SCHEMA
 from dropviz.train.engine import lr_factor
@@ -222,3 +223,14 @@ def test_queue_bound_cancel_delete_and_read_only(tmp_path, monkeypatch):
     assert [r["id"] for r in manager.runs()] == [second]
     with pytest.raises(ValueError, match="not a run id"):
         manager.delete("../" + second)
+
+
+@pytest.mark.parametrize("place", ["file", "file/runs"])
+def test_a_runs_dir_that_cannot_hold_runs_is_named(tmp_path, monkeypatch, place):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("DROPVIZ_RUNS_DIR", str(tmp_path / place))
+    named = rf"^DROPVIZ_RUNS_DIR, the runs folder, {tmp_path / place} (is a file|cannot hold the runs)"
+    with pytest.raises(RunsDirError, match=named):
+        JobManager()
+    with pytest.raises(RunsDirError, match=r"^the runs folder .* choose a folder this user can write to$"):
+        JobManager(tmp_path / place)  # given by the caller (--runs-dir): no setting to name
