@@ -155,3 +155,68 @@ def test_a_max_runs_setting_that_is_no_count_is_shown(runs_dir, monkeypatch):
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
     assert not at.exception
     assert any("DROPVIZ_MAX_RUNS='abc' is not a whole number" in w.value for w in at.warning)
+
+
+def test_the_run_selector_shows_a_new_status_and_keeps_the_choice(runs_dir):
+    running = add_run(runs_dir, "running")
+    RunsDB(runs_dir).update_run(running, pid=os.getpid(), pid_start=process_start_time(os.getpid()),
+                                heartbeat=time.time())  # this test's own process stands in for a live worker
+    add_run(runs_dir, "finished")  # the newest, shown first: the running one is a choice
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    at.selectbox(key="train_action_run").set_value(running).run()
+    assert not at.selectbox(key="train_action_run").proto.set_value  # the browser made that choice: nothing to send
+    RunsDB(runs_dir).update_run(running, status="cancelled")
+    at.run()
+    selector = at.selectbox(key="train_action_run")
+    assert not at.exception and selector.value == running
+    # the browser shows the label it was last sent: a changed label must be sent again
+    assert selector.proto.set_value and selector.proto.raw_value.endswith("(cancelled)")
+    assert not at.button(key="train_resume").disabled
+
+
+def test_a_link_to_a_run_that_is_not_here_says_so_and_shows_the_others(runs_dir):
+    kept = add_run(runs_dir, "finished")
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S)
+    at.query_params["run"] = "20991231-000000-abcdef"
+    at.run()
+    assert not at.exception
+    assert any("no run with that id is in this runs folder" in w.value and "deleted" in w.value for w in at.warning)
+    assert at.multiselect(key="train_overlay").value == [kept]
+
+
+def test_the_default_dataset_is_one_that_is_here(runs_dir):
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert at.selectbox(key="train_dataset").value == "digits"  # an empty data folder: only digits is here
+    assert any("Available here: digits." in c.value for c in at.caption)
+    copy = runs_dir.parent / "data" / "cifar10-jpeg"
+    for split in ("train", "test"):
+        (copy / split / "cat").mkdir(parents=True)
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert at.selectbox(key="train_dataset").value == "imagefolder"
+    assert at.text_input(key="train_data_dir_imagefolder").value == str(copy)
+    assert any("Available here: imagefolder (the CIFAR-10 JPEG copy), digits." in c.value for c in at.caption)
+
+
+def test_a_refusal_names_the_forms_fields_not_the_command_lines_flags(runs_dir):
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    at.selectbox(key="train_dataset").set_value("imagefolder").run()
+    at.text_input(key="train_data_dir_imagefolder").set_value("/nonexistent").run()
+    at.button(key="train_launch").click().run()
+    [refusal] = [e.value for e in at.error]
+    assert "Data folder: choose a folder with train/ and test/" in refusal and "--" not in refusal
+    at.selectbox(key="train_dataset").set_value("digits").run()
+    at.number_input(key="train_limit").set_value(100)
+    at.number_input(key="train_batch_size").set_value(128)
+    at.button(key="train_launch").click().run()
+    [refusal] = [e.value for e in at.error]
+    assert "Batch size 128 is larger than the 100 training images (Training images 100)" in refusal
+    assert RunsDB(runs_dir).runs() == []
+
+
+def test_a_runs_dir_that_is_a_file_is_named_not_a_crash(runs_dir, monkeypatch):
+    runs_dir.parent.mkdir(parents=True, exist_ok=True)
+    runs_dir.write_text("not a folder")
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    assert not at.exception
+    [message] = [e.value for e in at.error]
+    assert f"DROPVIZ_RUNS_DIR, the runs folder, {runs_dir.resolve()} is a file, not a folder" in message
