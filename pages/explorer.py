@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dropviz.regularizers import Param
-from dropviz.ui.controls import (method_controls, method_select, seed_control, share_link,
-                                     warn_unusable_url_value)
+from dropviz.ui.controls import (CONTROL_WIDTH, method_controls, method_select, seed_control, share_link,
+                                 warn_unusable_url_value)
 from dropviz.ui.image_input import image_sidebar
 from dropviz.ui.panels import visualize_method_text, visualize_stages
 from dropviz.viz.explain import learns_structure
@@ -14,14 +14,13 @@ st.title("Mask Explorer")
 
 picked, x = image_sidebar(key="")
 
-top = st.columns([4, 4, 2], vertical_alignment="bottom")
-with top[0]:
-    spec = method_select(key="")
-with top[1]:
+# One row that wraps on a narrow page instead of squeezing the buttons.
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    with st.container(width=CONTROL_WIDTH):
+        spec = method_select(key="")
     seed = seed_control(key="")
-with top[2]:
     share_link()
-params = method_controls(spec, key="", columns=max(1, len(spec.params)))
+params = method_controls(spec, key="", wrap=True)
 if learns_structure(spec):
     warn_unusable_url_value("fit", param=Param("fit", "fit", bool, False))
 fit = learns_structure(spec) and st.toggle(

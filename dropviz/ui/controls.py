@@ -18,6 +18,9 @@ from dropviz.regularizers import REGISTRY, MethodSpec, Param
 
 SEED_MAX = 2**31 - 1
 SHOWN_OPTIONS = 8  # a warning lists at most this many of the allowed values
+# Widths in px of the controls in a wrapping row: four a row beside the sidebar at 1280 px (763 px), two at 800.
+CONTROL_WIDTH = 175
+SEED_WIDTH = 100
 
 
 def _bind(bind_url: bool) -> str | None:
@@ -53,24 +56,27 @@ def warn_unusable_url_value(key: str, *, options: Sequence[str] = (), param: Par
         container.warning(f"Ignored from the link: {note} Showing the default.", icon=":material/link_off:")
 
 
-def param_widget(param: Param, *, key: str, bind_url: bool = True, container=st) -> Any:
-    """The widget for one :class:`Param`: a slider for numbers, a toggle for flags, a choice for strings."""
+def param_widget(param: Param, *, key: str, bind_url: bool = True, container=st,
+                 width: int | str = "stretch") -> Any:
+    """The widget for one :class:`Param`: a slider for numbers, a toggle for flags, a choice for strings;
+    ``width`` in px or "stretch" (a toggle is as wide as its label)."""
     widget_key = f"{key}{param.name}"
     common = dict(key=widget_key, help=param.help or None, bind=_bind(bind_url))
     choices = getattr(param, "choices", None)
     if bind_url:
         warn_unusable_url_value(widget_key, options=choices, param=None if choices else param, container=container)
     if choices:
-        return container.selectbox(param.label, list(choices), index=list(choices).index(param.default), **common)
+        return container.selectbox(param.label, list(choices), index=list(choices).index(param.default),
+                                   width=width, **common)
     if param.kind is bool:
         return container.toggle(param.label, value=bool(param.default), **common)
     if param.kind is int:
         return container.slider(param.label, int(param.min), int(param.max), int(param.default),
-                                int(param.step or 1), **common)
+                                int(param.step or 1), width=width, **common)
     if param.kind is float:
         return container.slider(param.label, float(param.min), float(param.max), float(param.default),
-                                float(param.step or 0.01), **common)
-    return container.text_input(param.label, value=str(param.default), **common)
+                                float(param.step or 0.01), width=width, **common)
+    return container.text_input(param.label, value=str(param.default), width=width, **common)
 
 
 def method_select(*, key: str, bind_url: bool = True, names: Iterable[str] | None = None,
@@ -91,26 +97,29 @@ def method_select(*, key: str, bind_url: bool = True, names: Iterable[str] | Non
     return REGISTRY[name]
 
 
-def method_controls(spec: MethodSpec, *, key: str, bind_url: bool = True, columns: int = 0) -> dict[str, Any]:
-    """A widget per parameter ``spec`` uses (only those), laid out in ``columns`` columns if given.
+def method_controls(spec: MethodSpec, *, key: str, bind_url: bool = True, wrap: bool = False) -> dict[str, Any]:
+    """A widget per parameter ``spec`` uses (only those), in a row that wraps if ``wrap``, else one under another.
 
     Parameters with the same name share their widget across methods, so switching method keeps e.g.
     ``drop_prob``.
     """
-    return shared_controls([spec], key=key, bind_url=bind_url, columns=columns)
+    return shared_controls([spec], key=key, bind_url=bind_url, wrap=wrap)
 
 
-def shared_controls(specs: Iterable[MethodSpec], *, key: str, bind_url: bool = True, columns: int = 0
+def shared_controls(specs: Iterable[MethodSpec], *, key: str, bind_url: bool = True, wrap: bool = False
                     ) -> dict[str, Any]:
-    """One widget per parameter name used by any of ``specs`` (the first spec's range wins)."""
+    """One widget per parameter name used by any of ``specs`` (the first spec's range wins); with ``wrap``,
+    side by side at :data:`CONTROL_WIDTH` and onto a new row when the page is too narrow (columns would
+    squeeze them instead, cutting their labels)."""
     params: dict[str, Param] = {}
     for spec in specs:
         for param in spec.params:
             params.setdefault(param.name, param)
-    slots = st.columns(columns) if columns else None
-    return {name: param_widget(param, key=key, bind_url=bind_url,
-                               container=slots[i % columns] if slots else st)
-            for i, (name, param) in enumerate(params.items())}
+    if not wrap:
+        return {name: param_widget(param, key=key, bind_url=bind_url) for name, param in params.items()}
+    with st.container(horizontal=True):
+        return {name: param_widget(param, key=key, bind_url=bind_url, width=CONTROL_WIDTH)
+                for name, param in params.items()}
 
 
 def seed_control(*, key: str, bind_url: bool = True, default: int = 0) -> int:
@@ -122,11 +131,12 @@ def seed_control(*, key: str, bind_url: bool = True, default: int = 0) -> int:
 
     if bind_url:
         warn_unusable_url_value(widget_key, param=Param(widget_key, "seed", int, default, 0, SEED_MAX))
-    value_col, button_col = st.columns([1, 1], vertical_alignment="bottom")
-    seed = value_col.number_input("seed", 0, SEED_MAX, default, 1, key=widget_key, bind=_bind(bind_url),
-                                  help="The same seed gives the same mask, on every machine.")
-    button_col.button("Resample", key=f"{key}resample", on_click=resample, icon=":material/casino:",
-                      help="Draw a new random seed.")
+    # Kept together, and as wide as they need: in a narrow column the button goes under the box, never cut.
+    with st.container(horizontal=True, vertical_alignment="bottom", width="content"):
+        seed = st.number_input("seed", 0, SEED_MAX, default, 1, key=widget_key, bind=_bind(bind_url),
+                               width=SEED_WIDTH, help="The same seed gives the same mask, on every machine.")
+        st.button("Resample", key=f"{key}resample", on_click=resample, icon=":material/casino:",
+                  help="Draw a new random seed.")
     return int(seed)
 
 
