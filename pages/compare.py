@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dropviz.regularizers import REGISTRY
-from dropviz.ui.controls import seed_control, share_link, shared_controls, warn_unusable_url_value
+from dropviz.ui.controls import (CONTROL_WIDTH, seed_control, share_link, shared_controls,
+                                 warn_unusable_url_value)
 from dropviz.ui.image_input import image_sidebar
 from dropviz.ui.panels import visualize_comparison, visualize_drop_rate
 
@@ -12,18 +13,18 @@ st.title("Compare methods")
 
 picked, x = image_sidebar(key="")
 
-top = st.columns([5, 4, 2], vertical_alignment="bottom")
-warn_unusable_url_value("methods", options=[spec.display_name for spec in REGISTRY.values()], container=top[0])
-names = top[0].multiselect("Methods", list(REGISTRY), default=list(REGISTRY), key="methods",
-                           format_func=lambda name: REGISTRY[name].display_name, bind="query-params")
-with top[1]:
+warn_unusable_url_value("methods", options=[spec.display_name for spec in REGISTRY.values()])
+# One row that wraps on a narrow page instead of squeezing the buttons.
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    names = st.multiselect("Methods", list(REGISTRY), default=list(REGISTRY), key="methods",
+                           format_func=lambda name: REGISTRY[name].display_name, bind="query-params",
+                           width=2 * CONTROL_WIDTH)
     seed = seed_control(key="")
-with top[2]:
     share_link()
 if not names:
     st.info("Choose at least one method.")
     st.stop()
-params = shared_controls([REGISTRY[name] for name in names], key="", columns=4)
+params = shared_controls([REGISTRY[name] for name in names], key="", wrap=True)
 
 st.caption("Each method takes the parameters it uses from the controls above; all share the image and the seed.")
 visualize_comparison(names, params, x, seed, key="compare_", image_id=picked.id)

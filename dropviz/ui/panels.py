@@ -19,6 +19,7 @@ MASK_LEGEND = ("Masks: white = kept in every channel, black = dropped in every c
                "in the channels it is made of (red, green, blue).")
 SEEDS_LEGEND = ("Block seeds: white = a seed in every channel, black = no seed, a colour = a seed only in the "
                 "channels it is made of.")
+COMPARISON_WIDTH = 175  # px of one method's figure on the Compare page
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -109,7 +110,11 @@ def visualize_comparison(names: Sequence[str], params: Mapping[str, Any], x: tor
     for label, result in results.items():
         if isinstance(result, str):
             st.error(f"{label} rejects these settings: {result}", icon=":material/error:")
-    st.plotly_chart(figures.comparison_grid(results), key=f"{key}grid", config=plotly_config("dropviz-compare"))
+    # A figure per method, in rows that wrap: four a row beside the sidebar at 1280 px, two at 800, all at 1920.
+    with st.container(horizontal=True, gap="small"):
+        for label, result in results.items():
+            st.plotly_chart(figures.comparison_column(label, result, width=COMPARISON_WIDTH), width=COMPARISON_WIDTH,
+                            key=f"{key}grid_{label}", config=plotly_config(f"dropviz-compare-{label}"))
     if x.shape[1] == 3:
         st.caption(MASK_LEGEND)
     table = pd.DataFrame(explain.comparison_rows(names, results, params))

@@ -243,30 +243,18 @@ def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] |
     return image_grid(rows, panel_height=panel_height, title=title)
 
 
-def comparison_grid(results: Mapping[str, Mapping[str, torch.Tensor] | str], *, columns: int = 4,
-                    width: int = 780) -> go.Figure:
-    """Methods side by side, ``columns`` per band: each band is a row of outputs over a row of masks.
+def comparison_column(name: str, stages: Mapping[str, torch.Tensor] | str, *, width: int = 175) -> go.Figure:
+    """One method of a comparison, ``width`` px wide: its output over its mask, titled with its name.
 
-    ``results`` maps a column title to the method's stages, or to an error message (its cells stay empty
-    and the title says it failed).
+    ``stages`` may be an error message instead (the output cell is left grey and says it failed). Figures
+    of a fixed width can wrap onto rows in a page of any width, and their height fits their square panels.
     """
-    items = list(results.items())
-    rows: list[list[Panel | None]] = []
-    row_titles: list[str] = []
-    for start in range(0, len(items), columns):
-        outputs, masks = [], []
-        for name, stages in items[start:start + columns]:
-            if isinstance(stages, str):
-                outputs.append(Panel(np.full((8, 8), 230, np.uint8), f"{name}: error"))
-                masks.append(None)
-                continue
-            outputs.append(output_panel(stages, name))
-            masks.append(Panel(to_pixels(stages["mask"], "mask"), f"{name} mask"))
-        rows += [outputs, masks]
-        row_titles += ["output", "mask"]
-    n_cols = min(columns, len(items))
-    panel_height = int(min(300, max(140, width / n_cols + 26)))
-    return image_grid(rows, row_titles=row_titles, panel_height=panel_height)
+    if isinstance(stages, str):
+        rows = [[Panel(np.full((8, 8), 230, np.uint8), "error")]]
+    else:
+        rows = [[output_panel(stages, "output")], [Panel(to_pixels(stages["mask"], "mask"), "mask")]]
+    figure = image_grid(rows, panel_height=width + 26, title=name)
+    return figure.update_layout(title_font_size=14)  # "Multi-Sample Dropout" in 175 px
 
 
 def kept_scale(stages: Mapping[str, torch.Tensor]) -> float | None:

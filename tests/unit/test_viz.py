@@ -89,13 +89,14 @@ def test_output_is_shown_on_the_inputs_scale_divided_by_the_kept_scale():
     assert (panel.pixels[~kept] == 0).all()
 
 
-def test_comparison_grid_keeps_a_column_for_a_failed_method():
+def test_comparison_column_is_output_over_mask_or_a_failure():
     ok = {"input": torch.rand(1, 3, 8, 8), "mask": torch.ones(1, 3, 8, 8), "output": torch.rand(1, 3, 8, 8)}
-    fig = figures.comparison_grid({"A": ok, "B": "block_size must be odd", "C": ok}, columns=2)
-    assert [trace.name for trace in fig.data] == ["A", "B: error", "A mask", "C", "C mask"]
-    # Two bands of (outputs, masks): C starts the second band, under A's mask.
-    assert fig.layout.xaxis4.domain == fig.layout.xaxis.domain
-    assert fig.layout.yaxis4.domain[1] < fig.layout.yaxis3.domain[0]
+    fig = figures.comparison_column("A", ok, width=175)
+    assert fig.layout.title.text == "A" and [trace.name for trace in fig.data] == ["output", "mask"]
+    assert fig.layout.yaxis2.domain[1] < fig.layout.yaxis.domain[0]  # the mask under the output
+    assert fig.layout.height == 2 * (175 + 26) + 40  # square panels at 175 px, each under a title
+    failed = figures.comparison_column("B", "block_size must be odd")
+    assert [trace.name for trace in failed.data] == ["error"]
 
 
 def test_stats_measure_drop_fraction_scale_and_blocks():
