@@ -15,8 +15,8 @@ from dropviz.features import (ARCHITECTURES, IMAGENET, RANDOM, FeatureModel, Lay
 from dropviz.features.weights import imagenet_weights_path
 from dropviz.regularizers import REGISTRY, Param
 from dropviz.train import default_runs_dir
-from dropviz.ui.controls import (method_controls, method_select, param_widget, seed_control, share_link,
-                                     warn_unusable_url_value)
+from dropviz.ui.controls import (CONTROL_WIDTH, method_controls, method_select, param_widget, seed_control,
+                                 share_link, warn_unusable_url_value)
 from dropviz.ui.image_input import feature_map, image_picker, image_thumbnail
 from dropviz.ui.panels import plotly_config
 from dropviz.viz import features as fig
@@ -24,6 +24,7 @@ from dropviz.viz.figures import stage_row
 
 URL = "query-params"
 RUN_PREFIX, UPLOAD_PREFIX = "run:", "upload:"
+HALF_WIDTH = 370  # px
 LAST_GOOD = "features_network"  # session state: (arch, weights, version) of the last network that loaded
 
 
@@ -145,18 +146,17 @@ else:
 
 shapes = model.layer_shapes()
 layers = list(shapes)
-top = st.columns([4, 4, 7, 3], vertical_alignment="bottom")
-warn_unusable_url_value("layer", options=layers, container=top[0])
-layer = top[0].selectbox("Layer", layers, index=len(layers) // 2, key="layer", bind=URL,
+warn_unusable_url_value("layer", options=layers)
+# One row that wraps on a narrow page instead of squeezing the buttons.
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    layer = st.selectbox("Layer", layers, index=len(layers) // 2, key="layer", bind=URL, width=CONTROL_WIDTH,
                          help="Output of the stem or of a residual block, C x H x W:\n"
                               + "\n".join(f"- {n}: {shape_text(shapes[n])}" for n in layers))
-with top[1]:
-    spec = method_select(key="")
-with top[2]:
+    with st.container(width=CONTROL_WIDTH):
+        spec = method_select(key="")
     seed = seed_control(key="")
-with top[3]:
     share_link()
-params = method_controls(spec, key="", columns=max(1, len(spec.params)))
+params = method_controls(spec, key="", wrap=True)
 st.caption(f"Layer {layer}: {shape_text(shapes[layer])} (channels x height x width) for a "
            f"{model.input_size} x {model.input_size} input.")
 n_channels = shapes[layer][0]
@@ -194,13 +194,14 @@ if "clusters" in effect.stages:
     st.caption(f"Clusters fitted on this layer's activations of {1 + len(SAMPLES)} images (this one and the "
                "packaged photos); changing n_clusters refits them.")
 
-left, right = st.columns(2, gap="large")
+# Two halves of the main area beside the sidebar at 1280 px (763 px), one under the other on a narrower page.
+with st.container(horizontal=True):
+    left, right = st.container(width=HALF_WIDTH), st.container(width=HALF_WIDTH)
 with left:
     warn_unusable_url_value("channel", options=[str(c) for c in channels])
     channel = st.selectbox("Channel to explain (most active first)", channels, key="channel", bind=URL)
     maps = {name: t[channel] for name, t in effect.stages.items() if t.dim() == 3}
-    # Half of the main area beside the sidebar at 1280 px: the row wraps to panels that fit there.
-    st.plotly_chart(stage_row(maps, width=380, title=f"explain() stages of channel {channel}"),
+    st.plotly_chart(stage_row(maps, width=HALF_WIDTH, title=f"explain() stages of channel {channel}"),
                     key="features_stages", config=plotly_config(f"stages-{layer}-{channel}"))
 with right:
     rows, agreement = compare_predictions(clean_logits, effect.logits, model.class_names)
