@@ -49,9 +49,9 @@ st.markdown(
 st.header("Where to go")
 other_pages = available_pages()[1:]
 for path, title, icon, purpose in other_pages:
-    link, text = st.columns([1, 3], vertical_alignment="center")
-    link.page_link(path, label=title, icon=icon)
-    text.markdown(purpose)
+    # The link over its text, each at the page's width: a column a quarter of a narrow page cut it to "Mask Ex".
+    st.page_link(path, label=title, icon=icon)
+    st.markdown(purpose)
 if other_pages:
     st.caption("The menu on the left lists every page. On a projector, collapse it with "
                "the arrow at its top to give the figures the whole width.")
@@ -59,8 +59,12 @@ else:
     st.info("No other pages are installed yet.")
 
 st.header("Methods")
-table = ["| Method | What it drops | Paper | In the library |", "| --- | --- | --- | --- |"]
-table += [f"| **{markdown_cell(name)}** | {markdown_cell(summary)} | {markdown_cell(paper)} | "
-          f"{'yes' if in_library else 'not yet'} |"
-          for name, summary, paper, in_library in method_rows()]
+rows = method_rows()
+# "In the library" only while some method is not: a fourth column of "yes" overflowed a narrow page.
+planned = not all(in_library for *_, in_library in rows)
+table = ["| Method | What it drops | Paper |" + " In the library |" * planned,
+         "| --- | --- | --- |" + " --- |" * planned]
+table += [f"| **{markdown_cell(name)}** | {markdown_cell(summary)} | {markdown_cell(paper)} |"
+          + f" {'yes' if in_library else 'not yet'} |" * planned
+          for name, summary, paper, in_library in rows]
 st.markdown("\n".join(table))
