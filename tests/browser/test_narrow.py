@@ -1,0 +1,52 @@
+"""At 800 x 900 (a laptop with the sidebar open, a split screen) the pages wrap instead of overflowing: nothing
+in the main area reaches past its right edge, where it would be cut off, and no page link is truncated."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+NARROW = {"width": 800, "height": 900}
+EXCEPTION = '[data-testid="stException"]'
+
+# Visible elements of the main block whose right edge passes the block's own right edge (its padding
+# included): the main block clips them. Invisible parts are skipped: KaTeX's MathML copy, plotly's drag handles
+# (20 px squares at a plot's corners, past its edge); the insides of a multiselect (its chips stay on one line
+# in its box) and of a table (it scrolls sideways in its box) are theirs to clip, by Streamlit's design.
+OVERFLOWING = """() => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    const edge = main.getBoundingClientRect().right + 1;
+    return [...main.querySelectorAll('*')]
+        .filter(element => !element.closest('.katex-mathml, .draglayer'))
+        .filter(element => !element.parentElement.closest('[data-testid="stMultiSelect"], [data-testid="stDataFrame"]'))
+        .filter(element => {
+            const box = element.getBoundingClientRect();
+            return box.width > 0 && box.height > 0 && box.right > edge;
+        })
+        .map(element => `${element.closest('[data-testid]')?.dataset.testid} ${element.tagName} `
+                        + `${element.textContent.slice(0, 40)}`)
+        .slice(0, 10);
+}"""
+TRUNCATED_LINKS = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stPageLink"] span')]
+    .filter(span => span.scrollWidth > span.clientWidth + 1).map(span => span.textContent)"""
+
+
+@pytest.fixture
+def narrow_page(browser):
+    context = browser.new_context(viewport=NARROW)
+    page = context.new_page()
+    page.set_default_timeout(120_000)  # 2 shared CPUs: the Feature Maps page's first run is slow
+    yield page
+    context.close()
+
+
+@pytest.mark.parametrize("path", ["", "explorer", "compare", "features"])
+def test_nothing_overflows_at_800_px(app_server, narrow_page, screenshot, path):
+    app_server.open(narrow_page, "")  # the home page first, as a visitor would arrive
+    app_server.open(narrow_page, path)
+    narrow_page.wait_for_timeout(1000)  # plotly lays its figures out after the script run has finished
+    screenshot(narrow_page, f"narrow-{path or 'home'}")
+    assert narrow_page.locator(EXCEPTION).count() == 0
+    assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    assert narrow_page.evaluate(OVERFLOWING) == []
+    assert narrow_page.evaluate(TRUNCATED_LINKS) == []
