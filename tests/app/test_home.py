@@ -32,7 +32,9 @@ def test_home_describes_every_registered_method(app_env):
     for spec in REGISTRY.values():
         row = next((line for line in table.splitlines() if f"**{spec.display_name}**" in line), None)
         assert row is not None, f"{spec.name} missing from the home page's table"
-        assert spec.paper.split(",")[0] in row and row.endswith("| yes |")
+        assert spec.paper.split(",")[0] in row
+        # "In the library" only while some covered method is not registered yet.
+        assert row.endswith("| yes |") or "In the library" not in table
 
 
 def test_home_names_the_planned_methods_not_yet_registered(app_env):
