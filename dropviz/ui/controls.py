@@ -20,6 +20,8 @@ SEED_MAX = 2**31 - 1
 SHOWN_OPTIONS = 8  # a warning lists at most this many of the allowed values
 # Widths in px of the controls in a wrapping row: four a row beside the sidebar at 1280 px (763 px), two at 800.
 CONTROL_WIDTH = 175
+# One method's few sliders: three a row at 1280 px, and long enough to set a value on a projector.
+METHOD_CONTROL_WIDTH = 240
 SEED_WIDTH = 100
 
 
@@ -103,14 +105,14 @@ def method_controls(spec: MethodSpec, *, key: str, bind_url: bool = True, wrap: 
     Parameters with the same name share their widget across methods, so switching method keeps e.g.
     ``drop_prob``.
     """
-    return shared_controls([spec], key=key, bind_url=bind_url, wrap=wrap)
+    return shared_controls([spec], key=key, bind_url=bind_url, wrap=wrap, width=METHOD_CONTROL_WIDTH)
 
 
-def shared_controls(specs: Iterable[MethodSpec], *, key: str, bind_url: bool = True, wrap: bool = False
-                    ) -> dict[str, Any]:
+def shared_controls(specs: Iterable[MethodSpec], *, key: str, bind_url: bool = True, wrap: bool = False,
+                    width: int = CONTROL_WIDTH) -> dict[str, Any]:
     """One widget per parameter name used by any of ``specs`` (the first spec's range wins); with ``wrap``,
-    side by side at :data:`CONTROL_WIDTH` and onto a new row when the page is too narrow (columns would
-    squeeze them instead, cutting their labels)."""
+    side by side at ``width`` px and onto a new row when the page is too narrow (columns would squeeze them
+    instead, cutting their labels)."""
     params: dict[str, Param] = {}
     for spec in specs:
         for param in spec.params:
@@ -118,7 +120,7 @@ def shared_controls(specs: Iterable[MethodSpec], *, key: str, bind_url: bool = T
     if not wrap:
         return {name: param_widget(param, key=key, bind_url=bind_url) for name, param in params.items()}
     with st.container(horizontal=True):
-        return {name: param_widget(param, key=key, bind_url=bind_url, width=CONTROL_WIDTH)
+        return {name: param_widget(param, key=key, bind_url=bind_url, width=width)
                 for name, param in params.items()}
 
 
