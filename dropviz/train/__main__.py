@@ -83,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-train", type=int, help="train on a seeded random subset of this many images")
     p.add_argument("--limit-test", type=int, help="test on a seeded random subset of this many images")
     p.add_argument("--log-every", type=int, default=defaults.log_every, help="steps between logged metrics")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step: on a GPU, where a small model's eager step waits on the "
+                        "host, it is the fast way (compiling takes a minute or so before the first step); on the "
+                        "CPU the regularizers' sparse draws give way to dense ones, so it is slower there")
     p.add_argument("--runs-dir", default=None, help="default $DROPVIZ_RUNS_DIR or runs/")
     p.add_argument("--resume", metavar="RUN_ID", help="continue this run from its last checkpoint, with its own "
                                                        "settings (--runs-dir, --device and --no-progress may be given)")

@@ -45,6 +45,7 @@ class RunConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     log_every: int = 10
+    compile: bool = False  # torch.compile the training step: for GPUs, where eager steps wait on the host
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -81,6 +82,8 @@ class RunConfig:
         choice("regularizer", regularizer_names())
         choice("schedule", SCHEDULES)
         choice("device", DEVICES)
+        if not isinstance(self.compile, bool):
+            problems.append(f"{term('compile')} must be true or false; got {self.compile!r}")
         for name in ("epochs", "batch_size", "log_every"):
             at_least(name, 1)
         for name in ("limit_train", "limit_test"):

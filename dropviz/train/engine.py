@@ -211,6 +211,8 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
     step_module = _LossStep(model)
     if world_size > 1:
         step_module = nn.parallel.DistributedDataParallel(step_module)
+    if config.compile:  # the step only: checkpoints and evaluation keep the plain model
+        step_module = torch.compile(step_module)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
                                 weight_decay=config.weight_decay)
     steps_per_epoch = len(train_batches)

@@ -54,6 +54,15 @@ def test_cli_flags_become_the_config():
     config = config_from_args(args)
     assert config.params == {"drop_prob": 0.2, "block_size": 3, "share_channels": True}
     assert config.limit_train == 1000 and config.validate() is config
+    assert not config.compile and config_from_args(parser().parse_args(["--compile"])).validate().compile
+
+
+def test_compile_is_true_or_false_and_old_configs_load_without_it():
+    with pytest.raises(ConfigError, match="--compile must be true or false"):
+        RunConfig(compile="yes").validate()
+    old = dataclasses.asdict(RunConfig())
+    del old["compile"]
+    assert RunConfig.from_dict(old).compile is False
 
 
 def test_dropcluster_may_sit_after_any_stage_of_the_model():

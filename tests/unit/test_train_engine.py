@@ -92,6 +92,26 @@ def test_dropcluster_trains_after_the_chosen_stage_and_a_resume_rebuilds_it_ther
     plain.load_state_dict({key: value for key, value in state["model"].items() if not key.endswith(".labels")})
 
 
+@pytest.mark.slow
+def test_a_compiled_run_with_a_ramped_rate_compiles_its_step_once(tmp_path):
+    """``--compile``: the step is compiled once (the rate changes at every step of the linear ramp; it is a value
+    in the graph, not a constant that would recompile it each step), the run finishes with its metrics, and the
+    checkpoint holds the plain model's keys (a compiled module's would carry ``_orig_mod.``)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    run_id = _register(tmp_path, dataset="digits", epochs=2, limit_train=96, limit_test=64, batch_size=32,
+                       log_every=1, regularizer="dropblock", device="cpu", compile=True)
+    assert train_run(tmp_path, run_id, progress=False) == "finished"
+    steps = RunsDB(tmp_path).steps(run_id)
+    assert len(steps) == 6 and len({row["drop_prob"] for row in steps}) == 6
+    # The first compile and the one that makes the rate a value; a graph per rate made 34 here before.
+    assert 0 < counters["stats"]["unique_graphs"] <= 3
+    state = torch.load(tmp_path / run_id / CHECKPOINT, weights_only=True)
+    build_model("resnet20", num_classes=10, regularizer="dropblock").load_state_dict(state["model"])
+
+
 def test_missing_dataset_fails_the_run_with_a_message(tmp_path):
     # launches check the folder; this one vanished after the launch
     run_id = RunsDB(tmp_path).create_run(RunConfig(dataset="imagefolder", data_dir=str(tmp_path / "gone"), epochs=1))
