@@ -17,6 +17,14 @@ PRESENTER_CSS = """
 [data-testid="stMarkdownContainer"] p { font-size: 1.3rem; line-height: 1.45; }
 [data-testid="stBaseButton-secondary"] p, [data-testid="stBaseButton-primary"] p { font-size: 1.2rem; }
 .katex { font-size: 1.3em; }
+/* Beside the sidebar on a laptop (800 px) a figure is about 430 px wide and plotly cannot wrap its titles: below
+   800 px of figure (a projector's is wider) their fonts shrink with its width (cqi: 1% of it). */
+[data-testid="stPlotlyChart"] { container-type: inline-size; }
+@container (max-width: 800px) {
+  .gtitle { font-size: min(24px, 3.4cqi) !important; }
+  .annotation-text { font-size: min(20px, 3cqi) !important; }
+  .xtitle, .ytitle { font-size: min(18px, 3.4cqi) !important; }
+}
 </style>
 """
 HIDE_SIDEBAR_CSS = """

@@ -455,8 +455,8 @@ def _branches(params):
     stages = explain("droppath", params, sample_batch(), mode="row")
     kept = stages["mask"][:, 0, 0, 0]
     return figures.panel_figure(
-        [panel(out[None], f"sample {i + 1}: {'kept' if keep else 'dropped'}") for i, (out, keep)
-         in enumerate(zip(stages["output"], kept.tolist()))],
+        [panel(out[None], "kept" if keep else "dropped") for out, keep
+         in zip(stages["output"], kept.tolist())],
         f"The residual branch F(x) of each sample: {int((kept == 0).sum())} of {len(kept)} dropped",
         panel_height=210)
 

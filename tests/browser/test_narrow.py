@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dropviz.lecture import CHAPTERS
+
 pytestmark = pytest.mark.browser
 
 NARROW = {"width": 800, "height": 900}
@@ -50,3 +52,29 @@ def test_nothing_overflows_at_800_px(app_server, narrow_page, screenshot, path):
     assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     assert narrow_page.evaluate(OVERFLOWING) == []
     assert narrow_page.evaluate(TRUNCATED_LINKS) == []
+
+
+# On the Lecture page beside the sidebar a figure is about 430 px wide: its title must end inside the figure
+# (plotly cuts it at the edge), and no subplot title may overlap another or an axis title.
+LECTURE_CLIPPED = """() => {
+    const box = e => e.getBoundingClientRect();
+    const meet = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+    const chart = document.querySelector('[data-testid="stPlotlyChart"]');
+    const svg = box(chart.querySelector('.main-svg'));
+    const cut = [...chart.querySelectorAll('.gtitle')].filter(t => box(t).right > svg.right + 1);
+    const subtitles = [...chart.querySelectorAll('.annotation-text')];
+    const others = [...chart.querySelectorAll('.gtitle, .xtitle, .ytitle, .annotation-text')];
+    const overlapping = subtitles.filter(a => others.some(o => o !== a && meet(box(a), box(o))));
+    return [...cut, ...overlapping].map(e => e.textContent.slice(0, 60));
+}"""
+
+
+@pytest.mark.parametrize("key, number", [(c.key, number) for c in CHAPTERS for number in range(1, len(c.steps) + 1)])
+def test_lecture_figures_fit_beside_the_sidebar_at_800_px(app_server, narrow_page, screenshot, key, number):
+    app_server.open(narrow_page, f"lecture?chapter={key}&step={number}")
+    narrow_page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg')
+    narrow_page.wait_for_timeout(1000)  # plotly lays its figures out after the script run has finished
+    assert narrow_page.locator(EXCEPTION).count() == 0
+    assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    assert narrow_page.evaluate(LECTURE_CLIPPED) == []
+    screenshot(narrow_page, f"narrow-lecture-{key}-{number}")
