@@ -117,7 +117,7 @@ def drop_rate_figure(rows: Sequence[dict], *, height: int = 360) -> go.Figure:
                     showlegend=False, text=[row["error"] for row in failed],
                     hovertemplate=f"{name} refused block %{{x}}:<br>%{{text}}<extra></extra>"), row=1, col=col)
         fig.add_hline(y=requested, line=dict(dash="dot", color="#555"), row=1, col=col)
-        fig.update_xaxes(title_text="block_size", row=1, col=col, dtick=2)
+        fig.update_xaxes(title_text="block_size", row=1, col=col, tick0=2, dtick=4)  # 3 labels fit 800 px
     fig.update_yaxes(title_text="realised drop fraction", row=1, col=1)
     fig.update_yaxes(range=[-0.02, top * 1.08])
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
