@@ -101,13 +101,24 @@ def _torchvision_cifar(name: str, split: str, root: Path) -> ImageData:
     return ImageData(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes))
 
 
+def image_folder_classes(folder: Path) -> list[str]:
+    """An image folder's classes: its subfolders, sorted (a label is a position in this list)."""
+    return sorted(d.name for d in folder.iterdir() if d.is_dir())
+
+
+def image_folder_files(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """An image folder's classes and its image files, each with its label."""
+    classes = image_folder_classes(folder)
+    files = [(path, label) for label, c in enumerate(classes)
+             for path in sorted((folder / c).iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+    return classes, files
+
+
 def _image_folder(folder: Path, limit: int | None, seed: int) -> ImageData:
     if not folder.is_dir():
         raise DatasetError(f"no folder {folder.resolve()}: an imagefolder dataset needs train/<class>/ and "
                            f"test/<class>/ image folders under --data-dir")
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    files = [(path, label) for label, c in enumerate(classes)
-             for path in sorted((folder / c).iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
+    classes, files = image_folder_files(folder)
     if not files:
         raise DatasetError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder.resolve()}/<class>/")
     if limit is not None and limit < len(files):  # pick the subset before decoding: far fewer files to read

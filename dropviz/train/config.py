@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from dropviz.data.datasets import DATASETS, IMAGE_SUFFIXES, load_split
+from dropviz.data.datasets import DATASETS, image_folder_classes, image_folder_files, load_split
 from dropviz.models import DROPCLUSTER_DEFAULT, MODELS, PLACEMENT, feature_layer_names
 from dropviz.regularizers import REGISTRY
 
@@ -126,7 +126,7 @@ class RunConfig:
                         f"imagefolder dataset (got {self.data_dir or 'none'})"]
             return [f"--dataset imagefolder needs --data-dir, a folder with train/ and test/; $DROPVIZ_DATA_DIR, "
                     f"which holds all datasets, is not taken for it (got {self.data_dir or 'none'})"]
-        classes = {split: sorted(d.name for d in folder.iterdir() if d.is_dir()) for split, folder in folders.items()}
+        classes = {split: image_folder_classes(folder) for split, folder in folders.items()}
         mismatch = class_folder_mismatch(self.data_dir, classes["train"], classes["test"], term("data_dir"))
         return [mismatch] if mismatch else []
 
@@ -185,9 +185,7 @@ def training_images(dataset: str, data_dir: str | None) -> int:
     if dataset in ("cifar10", "cifar100"):
         return CIFAR_TRAINING_IMAGES
     if dataset == "imagefolder":
-        train = Path(data_dir) / "train"
-        return sum(path.suffix.lower() in IMAGE_SUFFIXES for folder in train.iterdir() if folder.is_dir()
-                   for path in folder.iterdir())
+        return len(image_folder_files(Path(data_dir) / "train")[1])
     return _bundled_training_images(dataset)
 
 
