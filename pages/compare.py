@@ -17,7 +17,7 @@ warn_unusable_url_value("methods", options=[spec.display_name for spec in REGIST
 # One row that wraps on a narrow page instead of squeezing the buttons.
 with st.container(horizontal=True, vertical_alignment="bottom"):
     names = st.multiselect("Methods", list(REGISTRY), default=list(REGISTRY), key="methods",
-                           format_func=lambda name: REGISTRY[name].display_name, bind="query-params",
+                           format_func=lambda name: REGISTRY[name].display_name, bind="query-params", wrap=True,
                            width=2 * CONTROL_WIDTH)
     seed = seed_control(key="")
     share_link()

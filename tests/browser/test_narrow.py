@@ -13,14 +13,14 @@ EXCEPTION = '[data-testid="stException"]'
 
 # Visible elements of the main block whose right edge passes the block's own right edge (its padding
 # included): the main block clips them. Invisible parts are skipped: KaTeX's MathML copy, plotly's drag handles
-# (20 px squares at a plot's corners, past its edge); the insides of a multiselect (its chips stay on one line
-# in its box) and of a table (it scrolls sideways in its box) are theirs to clip, by Streamlit's design.
+# (20 px squares at a plot's corners, past its edge); the inside of a table (it scrolls sideways in its box) is
+# its own to clip, by Streamlit's design.
 OVERFLOWING = """() => {
     const main = document.querySelector('[data-testid="stMain"]');
     const edge = main.getBoundingClientRect().right + 1;
     return [...main.querySelectorAll('*')]
         .filter(element => !element.closest('.katex-mathml, .draglayer'))
-        .filter(element => !element.parentElement.closest('[data-testid="stMultiSelect"], [data-testid="stDataFrame"]'))
+        .filter(element => !element.parentElement.closest('[data-testid="stDataFrame"]'))
         .filter(element => {
             const box = element.getBoundingClientRect();
             return box.width > 0 && box.height > 0 && box.right > edge;
@@ -29,6 +29,13 @@ OVERFLOWING = """() => {
                         + `${element.textContent.slice(0, 40)}`)
         .slice(0, 10);
 }"""
+# Chosen values of a multiselect that lie outside its box: in a one-line box they scroll out of sight.
+HIDDEN_CHIPS = """() => [...document.querySelectorAll('[data-testid="stMultiSelectTagsContainer"] [data-tag]')]
+    .filter(chip => {
+        const box = chip.closest('[data-testid="stMultiSelectTagsContainer"]').getBoundingClientRect();
+        const own = chip.getBoundingClientRect();
+        return own.left < box.left - 1 || own.right > box.right + 1 || own.bottom > box.bottom + 1;
+    }).map(chip => chip.getAttribute('aria-label'))"""
 TRUNCATED_LINKS = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stPageLink"] span')]
     .filter(span => span.scrollWidth > span.clientWidth + 1).map(span => span.textContent)"""
 
@@ -51,6 +58,7 @@ def test_nothing_overflows_at_800_px(app_server, narrow_page, screenshot, path):
     assert narrow_page.locator(EXCEPTION).count() == 0
     assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     assert narrow_page.evaluate(OVERFLOWING) == []
+    assert narrow_page.evaluate(HIDDEN_CHIPS) == []
     assert narrow_page.evaluate(TRUNCATED_LINKS) == []
 
 
