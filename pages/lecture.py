@@ -25,6 +25,11 @@ PRESENTER_CSS = """
   .annotation-text { font-size: min(20px, 3cqi) !important; }
   .xtitle, .ytitle { font-size: min(18px, 3.4cqi) !important; }
 }
+/* Too narrow for the title beside the step buttons, or for the formula beside its text: the buttons go below
+   the title, and the text below the formula (or a control below the others), instead of squeezing them. */
+[data-testid="stLayoutWrapper"]:has(> .st-key-lecture-heading) { min-width: min(100%, 24rem); }
+.st-key-lecture-body [data-testid="stColumn"] { min-width: min(100%, 18rem); }
+.st-key-lecture-controls [data-testid="stColumn"] { min-width: min(100%, 11rem); }
 </style>
 """
 HIDE_SIDEBAR_CSS = """
@@ -85,7 +90,7 @@ for note in notes:
 # Header: where we are, and the step buttons beside it, as wide as their labels (a share of the row cut
 # "← Previous" short beside the sidebar at 1280 px); the title takes the rest.
 header = st.container(horizontal=True, vertical_alignment="center", gap="medium")
-with header.container(width="stretch"):
+with header.container(width="stretch", key="lecture-heading"):
     st.header(f"{chapter_index + 1}. {chapter.title}", anchor=False, help=chapter.summary)
     st.subheader(f"Step {step} of {len(chapter.steps)}: {view.current.title}", anchor=False)
     if chapter.source:
@@ -100,7 +105,7 @@ if "nav" not in view.hide:
                on_click=go_to, args=later or (chapter.key, step))
 
 figure_area = st.container()
-formula_column, text_column = st.columns([6, 5], vertical_alignment="center")
+formula_column, text_column = st.container(key="lecture-body").columns([6, 5], vertical_alignment="center")
 formula_column.latex(view.current.formula)
 text_column.markdown(view.current.text)
 
@@ -111,7 +116,8 @@ for name, control in CONTROLS.items():
     if note and name in chapter.controls:
         st.warning(note)
 if "controls" not in view.hide and chapter.controls:
-    for column, name in zip(st.columns(len(chapter.controls)), chapter.controls):
+    controls = st.container(key="lecture-controls").columns(len(chapter.controls))
+    for column, name in zip(controls, chapter.controls):
         with column:
             if name == "seed":
                 params[name] = seed_control(key="", default=CONTROLS["seed"].default)

@@ -164,7 +164,8 @@ def curves_figure(x: Sequence[float], curves: Mapping[str, Sequence[float]], x_t
                                  line={"dash": "dash", "color": MUTED, "width": 3}))
     fig.update_xaxes(title_text=x_title)
     fig.update_yaxes(title_text=y_title, range=list(y_range) if y_range else None)
-    fig.update_layout(legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1.0, "xanchor": "right"})
+    # Under the axis title, not beside the figure title: beside the sidebar at 800 px its lines would cover it.
+    fig.update_layout(legend={"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom", "x": 0.0})
     return presenter_layout(fig, title)
 
 
@@ -259,7 +260,7 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
     bound = max(max(abs(v) for v in values) for values in inside) * 1.2 or 1e-3
     labels = list(profiles)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.08,
-                        subplot_titles=["the whole row", "inside the dropped block (zoomed)"])
+                        subplot_titles=["the whole row", "the dropped block, zoomed"])
 
     def output_line(values, column):
         return go.Scatter(x=list(columns), y=list(values), mode="lines+markers", name="output",
@@ -277,7 +278,9 @@ def profile_sweep(columns: Sequence[int], original: Sequence[float], profiles: M
     fig.frames = [go.Frame(name=label, traces=[1, 3], data=[output_line(profiles[label], 1), output_line(profiles[label], 2)],
                            layout={"title": title_layout(f"{title} = {label}")})
                   for label in labels]
-    fig.update_layout(legend={"orientation": "h", "y": 1.08, "yanchor": "bottom", "x": 1.0, "xanchor": "right"})
+    # On the title's line, at the right: above the subplot titles it would cover them on a narrow figure.
+    fig.update_layout(legend={"orientation": "h", "yref": "container", "y": 1.0, "yanchor": "top", "x": 1.0,
+                              "xanchor": "right"})
     presenter_layout(fig, f"{title} = {labels[start]}", height=340)
     _add_player(fig, labels, slider_label, start, below_axis_titles=True)
     return fig

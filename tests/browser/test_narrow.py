@@ -62,19 +62,27 @@ def test_nothing_overflows_at_800_px(app_server, narrow_page, screenshot, path):
     assert narrow_page.evaluate(TRUNCATED_LINKS) == []
 
 
-# On the Lecture page beside the sidebar a figure is about 430 px wide: its title must end inside the figure
-# (plotly cuts it at the edge), and no subplot title may overlap another or an axis title.
+# On the Lecture page beside the sidebar a figure is about 430 px wide: its titles must end inside the figure
+# (plotly cuts them at the edge), and no subplot title or legend may overlap another title or an axis title.
 LECTURE_CLIPPED = """() => {
     const box = e => e.getBoundingClientRect();
     const meet = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
     const chart = document.querySelector('[data-testid="stPlotlyChart"]');
     const svg = box(chart.querySelector('.main-svg'));
-    const cut = [...chart.querySelectorAll('.gtitle')].filter(t => box(t).right > svg.right + 1);
-    const subtitles = [...chart.querySelectorAll('.annotation-text')];
+    const cut = [...chart.querySelectorAll('.gtitle, .annotation-text')].filter(t => box(t).right > svg.right + 1);
+    const covering = [...chart.querySelectorAll('.annotation-text, .legend')];
     const others = [...chart.querySelectorAll('.gtitle, .xtitle, .ytitle, .annotation-text')];
-    const overlapping = subtitles.filter(a => others.some(o => o !== a && meet(box(a), box(o))));
+    const overlapping = covering.filter(a => others.some(o => o !== a && meet(box(a), box(o))));
     return [...cut, ...overlapping].map(e => e.textContent.slice(0, 60));
 }"""
+# The text around the figure: a heading that wraps a word a line beside the step buttons, or a formula wider
+# than its column (KaTeX's display box then scrolls it sideways).
+LECTURE_SQUEEZED = """() => [
+    ...[...document.querySelectorAll('[data-testid="stMain"] h2')]
+        .filter(h => h.getBoundingClientRect().height > 2.5 * parseFloat(getComputedStyle(h).lineHeight)),
+    ...[...document.querySelectorAll('[data-testid="stMain"] .katex-display')]
+        .filter(k => k.scrollWidth > k.closest('[data-testid="stColumn"]').clientWidth + 1),
+].map(e => e.textContent.slice(0, 60))"""
 
 
 @pytest.mark.parametrize("key, number", [(c.key, number) for c in CHAPTERS for number in range(1, len(c.steps) + 1)])
@@ -85,4 +93,5 @@ def test_lecture_figures_fit_beside_the_sidebar_at_800_px(app_server, narrow_pag
     assert narrow_page.locator(EXCEPTION).count() == 0
     assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     assert narrow_page.evaluate(LECTURE_CLIPPED) == []
+    assert narrow_page.evaluate(LECTURE_SQUEEZED) == []
     screenshot(narrow_page, f"narrow-lecture-{key}-{number}")
