@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dropviz.regularizers import Param
-from dropviz.ui.controls import (CONTROL_WIDTH, method_controls, method_select, seed_control, share_link,
+from dropviz.ui.controls import (METHOD_CONTROL_WIDTH, method_controls, method_select, seed_control, share_link,
                                  warn_unusable_url_value)
 from dropviz.ui.image_input import image_sidebar
 from dropviz.ui.panels import visualize_method_text, visualize_stages
@@ -16,7 +16,7 @@ picked, x = image_sidebar(key="")
 
 # One row that wraps on a narrow page instead of squeezing the buttons.
 with st.container(horizontal=True, vertical_alignment="bottom"):
-    with st.container(width=CONTROL_WIDTH):
+    with st.container(width=METHOD_CONTROL_WIDTH):  # "Multi-Sample Dropout" in full
         spec = method_select(key="")
     seed = seed_control(key="")
     share_link()
@@ -30,5 +30,5 @@ fit = learns_structure(spec) and st.toggle(
 
 visualize_stages(spec, params, x, seed, key="explorer_", image_id=picked.id, fit=fit)
 st.caption(f"{picked.caption}, as a {' x '.join(map(str, x.shape))} feature map. "
-           "Hover the figure and use its camera button to download it as PNG.")
+           "Hover a panel and use its camera button to download it as PNG.")
 visualize_method_text(spec)

@@ -19,7 +19,7 @@ MASK_LEGEND = ("Masks: white = kept in every channel, black = dropped in every c
                "in the channels it is made of (red, green, blue).")
 SEEDS_LEGEND = ("Block seeds: white = a seed in every channel, black = no seed, a colour = a seed only in the "
                 "channels it is made of.")
-COMPARISON_WIDTH = 175  # px of one method's figure on the Compare page
+COMPARISON_WIDTH = 175  # px of one method's figure on the Compare page, and of one stage's on the Explorer
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -61,15 +61,15 @@ def cached_drop_rate_sweep(drop_prob: float, draws: int, seed: int) -> list[dict
 
 
 def _stats_metrics(stats: Mapping[str, Any]) -> None:
-    columns = st.columns(len(stats))
-    for column, (label, value) in zip(columns, stats.items()):
-        if value is None:
-            shown = "n/a"
-        elif isinstance(value, float):
-            shown = f"{value:.3f}"
-        else:
-            shown = str(value)
-        column.metric(label, shown)
+    with st.container(horizontal=True, gap="small"):  # wraps as the stages do, where columns cut the labels
+        for label, value in stats.items():
+            if value is None:
+                shown = "n/a"
+            elif isinstance(value, float):
+                shown = f"{value:.3f}"
+            else:
+                shown = str(value)
+            st.metric(label, shown, width=COMPARISON_WIDTH)
 
 
 def visualize_stages(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tensor, seed: int, *, key: str,
@@ -85,7 +85,11 @@ def visualize_stages(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tenso
     except ValueError as err:
         st.error(f"{spec.display_name} rejects these settings: {err}", icon=":material/error:")
         return None
-    st.plotly_chart(figures.stage_row(stages), key=f"{key}stages", config=plotly_config(f"dropviz-{spec.name}"))
+    # A figure per stage, in rows that wrap like Compare's: four a row beside the sidebar at 1280 px, two at 800.
+    with st.container(horizontal=True, gap="small", key=f"{key}stages"):
+        for index, figure in enumerate(figures.stage_figures(stages, width=COMPARISON_WIDTH)):
+            st.plotly_chart(figure, width=COMPARISON_WIDTH, key=f"{key}stage_{index}",
+                            config=plotly_config(f"dropviz-{spec.name}-stage{index + 1}"))
     if x.shape[1] == 3:
         st.caption(f"{MASK_LEGEND} {SEEDS_LEGEND}" if "seeds" in stages else MASK_LEGEND)
     _stats_metrics(figures.stage_stats(stages, params.get("drop_prob")))

@@ -243,6 +243,13 @@ def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] |
     return image_grid(rows, panel_height=panel_height, title=title)
 
 
+def stage_figures(stages: Mapping[str, torch.Tensor], *, width: int, titles: Mapping[str, str] | None = None,
+                  max_panels: int = 6) -> list[go.Figure]:
+    """The panels of :func:`stage_row` as one figure each, ``width`` px wide: figures of a fixed width wrap onto
+    rows in a page of any width, where one figure's row would shrink its panels and run their titles together."""
+    return [image_grid([[panel]], panel_height=width + 26) for panel in stage_panels(stages, titles, max_panels)]
+
+
 def comparison_column(name: str, stages: Mapping[str, torch.Tensor] | str, *, width: int = 175) -> go.Figure:
     """One method of a comparison, ``width`` px wide: its output over its mask, titled with its name.
 

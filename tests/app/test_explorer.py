@@ -34,9 +34,9 @@ def explorer(**query: str) -> AppTest:
 
 
 def panels(at: AppTest) -> dict[str, np.ndarray]:
-    """The stage row's panels, title -> pixels, decoded from the plotly spec the page sent."""
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    return {trace["name"]: decode(trace["source"]) for trace in spec["data"]}
+    """The stages' panels in order, title -> pixels, decoded from the plotly specs the page sent (a figure each)."""
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return {trace["name"]: decode(trace["source"]) for spec in specs for trace in spec["data"]}
 
 
 def decode(uri: str) -> np.ndarray:
@@ -60,9 +60,9 @@ def test_default_view_shows_dropout_stages_and_numbers(app_env):
     assert metrics(at)["requested drop"] == "0.100"
     assert [s.key for s in at.slider] == ["drop_prob"]  # only the parameters Dropout uses
     assert "Dropout" in [h.value for h in at.subheader] and at.latex  # the explanation and its formula
-    # The toolbar's camera button downloads the figure as PNG.
-    config = json.loads(at.get("plotly_chart")[0].proto.config)
-    assert config["toImageButtonOptions"] == {"format": "png", "scale": 2, "filename": "dropviz-dropout"}
+    # Each panel's camera button downloads it as PNG, named after the method and the stage's place.
+    configs = [json.loads(chart.proto.config)["toImageButtonOptions"] for chart in at.get("plotly_chart")]
+    assert configs == [{"format": "png", "scale": 2, "filename": f"dropviz-dropout-stage{i}"} for i in (1, 2, 3)]
 
 
 def test_drop_prob_zero_keeps_every_unit(app_env):
