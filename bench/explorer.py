@@ -59,11 +59,12 @@ def main() -> None:
     print(f"{'':34s} {'median':>10s} {'best':>10s}   median vs F.dropout")
     print(f"{'F.dropout (peer)':34s} {base:7.3f} ms {base_best:7.3f} ms   1.0x")
 
-    def one(name: str) -> Callable[[int], str]:
-        def run(seed: int) -> str:
+    def one(name: str) -> Callable[[int], list[str]]:
+        def run(seed: int) -> list[str]:
             stages = explain.draw(REGISTRY[name], params, x, seed)
             figures.stage_stats(stages, args.drop_prob)
-            return pio.to_json(figures.stage_row(stages), validate=False)
+            return [pio.to_json(figure, validate=False)  # a figure per stage, as the page sends them
+                    for figure in figures.stage_figures(stages)]
         return run
 
     slowest = 0.0
@@ -74,10 +75,11 @@ def main() -> None:
 
     names = list(REGISTRY)
 
-    def grid(seed: int) -> str:
+    def grid(seed: int) -> list[str]:
         results = explain.draw_all(names, params, x, seed)
         explain.comparison_rows(names, results, params)
-        return pio.to_json(figures.comparison_grid(results), validate=False)
+        return [pio.to_json(figures.comparison_column(label, result), validate=False)
+                for label, result in results.items()]  # a figure per method, as the page sends them
 
     grid_ms, grid_best = timed_ms(grid, args.repeats)
     print(f"{'Compare: grid of all ' + str(len(names)):34s} {grid_ms:7.1f} ms {grid_best:7.1f} ms {grid_ms / base:6.0f}x")

@@ -19,7 +19,6 @@ MASK_LEGEND = ("Masks: white = kept in every channel, black = dropped in every c
                "in the channels it is made of (red, green, blue).")
 SEEDS_LEGEND = ("Block seeds: white = a seed in every channel, black = no seed, a colour = a seed only in the "
                 "channels it is made of.")
-COMPARISON_WIDTH = 175  # px of one method's figure on the Compare page, and of one stage's on the Explorer
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -69,7 +68,7 @@ def _stats_metrics(stats: Mapping[str, Any]) -> None:
                 shown = f"{value:.3f}"
             else:
                 shown = str(value)
-            st.metric(label, shown, width=COMPARISON_WIDTH)
+            st.metric(label, shown, width=figures.SMALL_FIGURE_WIDTH)
 
 
 def visualize_stages(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tensor, seed: int, *, key: str,
@@ -87,8 +86,8 @@ def visualize_stages(spec: MethodSpec, params: Mapping[str, Any], x: torch.Tenso
         return None
     # A figure per stage, in rows that wrap like Compare's: four a row beside the sidebar at 1280 px, two at 800.
     with st.container(horizontal=True, gap="small", key=f"{key}stages"):
-        for index, figure in enumerate(figures.stage_figures(stages, width=COMPARISON_WIDTH)):
-            st.plotly_chart(figure, width=COMPARISON_WIDTH, key=f"{key}stage_{index}",
+        for index, figure in enumerate(figures.stage_figures(stages)):
+            st.plotly_chart(figure, width=figures.SMALL_FIGURE_WIDTH, key=f"{key}stage_{index}",
                             config=plotly_config(f"dropviz-{spec.name}-stage{index + 1}"))
     if x.shape[1] == 3:
         st.caption(f"{MASK_LEGEND} {SEEDS_LEGEND}" if "seeds" in stages else MASK_LEGEND)
@@ -117,7 +116,7 @@ def visualize_comparison(names: Sequence[str], params: Mapping[str, Any], x: tor
     # A figure per method, in rows that wrap: four a row beside the sidebar at 1280 px, two at 800, all at 1920.
     with st.container(horizontal=True, gap="small"):
         for label, result in results.items():
-            st.plotly_chart(figures.comparison_column(label, result, width=COMPARISON_WIDTH), width=COMPARISON_WIDTH,
+            st.plotly_chart(figures.comparison_column(label, result), width=figures.SMALL_FIGURE_WIDTH,
                             key=f"{key}grid_{label}", config=plotly_config(f"dropviz-compare-{label}"))
     if x.shape[1] == 3:
         st.caption(MASK_LEGEND)

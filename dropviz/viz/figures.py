@@ -36,6 +36,9 @@ PALETTE = np.array([(99, 110, 250), (239, 85, 59), (0, 204, 150), (171, 99, 250)
                     (31, 119, 180), (140, 86, 75)], dtype=np.uint8)
 TITLE_SIZE = 15
 MIN_PANEL_WIDTH = 170  # narrower, and titles such as "mask (white = kept)" run into each other
+# px of one small figure (a stage on the Explorer, a method on Compare): four a row beside the sidebar at
+# 1280 px, two at 800.
+SMALL_FIGURE_WIDTH = 175
 
 
 @dataclass(frozen=True)
@@ -243,14 +246,15 @@ def stage_row(stages: Mapping[str, torch.Tensor], *, titles: Mapping[str, str] |
     return image_grid(rows, panel_height=panel_height, title=title)
 
 
-def stage_figures(stages: Mapping[str, torch.Tensor], *, width: int, titles: Mapping[str, str] | None = None,
-                  max_panels: int = 6) -> list[go.Figure]:
+def stage_figures(stages: Mapping[str, torch.Tensor], *, width: int = SMALL_FIGURE_WIDTH,
+                  titles: Mapping[str, str] | None = None, max_panels: int = 6) -> list[go.Figure]:
     """The panels of :func:`stage_row` as one figure each, ``width`` px wide: figures of a fixed width wrap onto
     rows in a page of any width, where one figure's row would shrink its panels and run their titles together."""
     return [image_grid([[panel]], panel_height=width + 26) for panel in stage_panels(stages, titles, max_panels)]
 
 
-def comparison_column(name: str, stages: Mapping[str, torch.Tensor] | str, *, width: int = 175) -> go.Figure:
+def comparison_column(name: str, stages: Mapping[str, torch.Tensor] | str, *,
+                      width: int = SMALL_FIGURE_WIDTH) -> go.Figure:
     """One method of a comparison, ``width`` px wide: its output over its mask, titled with its name.
 
     ``stages`` may be an error message instead (the output cell is left grey and says it failed). Figures
