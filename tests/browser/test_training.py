@@ -50,12 +50,21 @@ def test_launch_a_tiny_run_and_watch_its_curve_grow(app_server, page, screenshot
     set_number(page, "Training images", 0)  # all 1,438 digits: 11 steps of 128 per epoch, a few seconds each
     wait_for_app(page)
     screenshot(page, "training-form")
+    db = RunsDB(app_server.runs_dir)
+    earlier = {r["id"] for r in db.runs()}  # other tests' runs share this folder
     page.get_by_role("button", name="Launch run").click()
     wait_for_app(page)
     assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).all_inner_texts()
 
-    db = RunsDB(app_server.runs_dir)
-    run = db.runs()[0]  # the newest: the one just launched
+    # On a loaded machine the script run the click starts can begin after wait_for_app has returned: wait for
+    # the run to appear rather than read the folder once.
+    for _ in range(120):
+        launched = [r for r in db.runs() if r["id"] not in earlier]
+        if launched:
+            break
+        page.wait_for_timeout(500)
+    assert len(launched) == 1, app_server.log_tail()
+    run = launched[0]
     assert "dropblock" in run["config"]
     tag = run["id"][-6:]
     seen = []  # points drawn for this run, as the page's 2-second refresh redraws the chart
