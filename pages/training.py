@@ -12,7 +12,7 @@ from dropviz.train import (ConfigError, JobManager, ReadOnlyError, RunConfig, Ru
 from dropviz.train.config import CIFAR10_JPEG, DEFAULT_DATASETS, DEVICES, SCHEDULES, datasets_present
 from dropviz.train.jobs import unresponsive_for
 from dropviz.train.report import ACTIVE_OR_WAITING, duration, metrics_csv, run_label, runs_table
-from dropviz.ui.controls import method_controls
+from dropviz.ui.controls import METHOD_CONTROL_WIDTH, method_controls
 from dropviz.ui.panels import plotly_config
 from dropviz.viz.curves import METRICS, SPLITS, curves_figure
 
@@ -51,8 +51,13 @@ def available_datasets_note(present: list[str]) -> str:
     return note
 
 
+# Beside the sidebar at 800 px the form's three columns wrap (two a row) instead of squeezing their labels.
+FORM_CSS = '<style>.st-key-train_form [data-testid="stColumn"] { min-width: min(100%, 10rem); }</style>'
+
+
 def launch_form() -> None:
-    left, middle, right = st.columns(3)
+    st.markdown(FORM_CSS, unsafe_allow_html=True)
+    left, middle, right = st.container(key="train_form").columns(3)
     model = left.selectbox(FORM_LABELS["model"], list(MODELS), key="train_model")
     present = datasets_present(data_dir())
     default = next(name for name in DEFAULT_DATASETS if name in present)
@@ -194,11 +199,13 @@ def runs_panel(polling: bool) -> None:
     st.session_state[OVERLAY] = kept
     overlay = st.multiselect("Runs to overlay", list(runs_by_id), key=OVERLAY,
                              format_func=lambda i: run_label(runs_by_id[i]))
-    metric_col, split_col, smooth_col = st.columns([1, 1, 2])
-    metric = metric_col.segmented_control("Metric", list(METRICS), default="accuracy", key="train_metric") or "accuracy"
-    splits = split_col.segmented_control("Curves", list(SPLITS), default=list(SPLITS), selection_mode="multi",
-                                         key="train_splits")
-    smoothing = smooth_col.slider("Smoothing (train)", 0.0, 0.99, 0.6, 0.01, key="train_smoothing")
+    # One row that wraps on a narrow page: columns cut the segmented controls' last options off at 800 px.
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        metric = st.segmented_control("Metric", list(METRICS), default="accuracy", key="train_metric") or "accuracy"
+        splits = st.segmented_control("Curves", list(SPLITS), default=list(SPLITS), selection_mode="multi",
+                                      key="train_splits")
+        smoothing = st.slider("Smoothing (train)", 0.0, 0.99, 0.6, 0.01, key="train_smoothing",
+                              width=METHOD_CONTROL_WIDTH)
     curves = {run_label(runs_by_id[i]): {"steps": manager.db.steps(i), "epochs": manager.db.epochs(i)} for i in overlay}
     st.plotly_chart(curves_figure(curves, metric, splits, smoothing), key="train_curves",
                     config=plotly_config("dropviz-training-curves"))

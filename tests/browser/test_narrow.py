@@ -113,3 +113,28 @@ def test_lecture_figures_fit_beside_the_sidebar_at_800_px(app_server, narrow_pag
     assert narrow_page.evaluate(SQUEEZED_HEADINGS) == []
     assert narrow_page.evaluate(FORMULAS_TOO_WIDE) == []
     screenshot(narrow_page, f"narrow-lecture-{key}-{number}")
+
+
+# Buttons that run past the block they sit in, which cuts them off: a segmented control's last options in a
+# column too narrow for it.
+CLIPPED_BUTTONS = """() => [...document.querySelectorAll('[data-testid="stMain"] button')].filter(button => {
+    const own = button.getBoundingClientRect();
+    const block = button.closest('[data-testid="stColumn"], [data-testid="stVerticalBlock"]').getBoundingClientRect();
+    return own.width > 0 && own.right > block.right + 1;
+}).map(button => button.textContent)"""
+
+
+def test_training_page_with_runs_fits_at_800_px(app_server_factory, train_tiny_run, narrow_page, screenshot):
+    server = app_server_factory()  # its own runs folder: a run in the shared one would change other tests' pages
+    train_tiny_run(server.runs_dir)
+    server.open(narrow_page, "training")
+    narrow_page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg')  # the run's curves
+    narrow_page.get_by_text("Launch a run").click()  # the form is folded away once there are runs
+    narrow_page.wait_for_timeout(1000)
+    screenshot(narrow_page, "narrow-training")
+    assert narrow_page.locator(EXCEPTION).count() == 0
+    assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    assert narrow_page.evaluate(OVERFLOWING) == []
+    assert narrow_page.evaluate(CLIPPED_BUTTONS) == []
+    assert narrow_page.evaluate(HIDDEN_CHIPS) == []
+    assert narrow_page.evaluate(TRUNCATED_LABELS) == []
