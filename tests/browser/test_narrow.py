@@ -56,6 +56,23 @@ TRUNCATED_LABELS = """() => [...document.querySelectorAll('[data-testid="stMain"
 FORMULAS_TOO_WIDE = """() => [...document.querySelectorAll('[data-testid="stMain"] .katex-display')]
     .filter(k => k.scrollWidth > k.closest('[data-testid="stVerticalBlock"]').clientWidth + 1)
     .map(k => k.textContent.slice(0, 60))"""
+# Buttons that run past the block they sit in, which cuts them off: a segmented control's last options in a
+# column too narrow for it.
+CLIPPED_BUTTONS = """() => [...document.querySelectorAll('[data-testid="stMain"] button')].filter(button => {
+    const own = button.getBoundingClientRect();
+    const block = button.closest('[data-testid="stColumn"], [data-testid="stVerticalBlock"]').getBoundingClientRect();
+    return own.width > 0 && own.right > block.right + 1;
+}).map(button => button.textContent)"""
+
+PAGE_CHECKS = (OVERFLOWING, CLIPPED_BUTTONS, HIDDEN_CHIPS, FIGURE_TEXT_CLASHES, FORMULAS_TOO_WIDE, TRUNCATED_LABELS)
+
+
+def assert_page_fits(page) -> None:
+    """No exception, no sideways scroll of the page, and none of :data:`PAGE_CHECKS` finds anything."""
+    assert page.locator(EXCEPTION).count() == 0
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    for check in PAGE_CHECKS:
+        assert page.evaluate(check) == []
 
 
 @pytest.fixture
@@ -74,13 +91,7 @@ def test_nothing_overflows_at_800_px(app_server, narrow_page, screenshot, path):
     app_server.open(narrow_page, path)
     narrow_page.wait_for_timeout(1000)  # plotly lays its figures out after the script run has finished
     screenshot(narrow_page, f"narrow-{path.split('?')[0] or 'home'}")
-    assert narrow_page.locator(EXCEPTION).count() == 0
-    assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
-    assert narrow_page.evaluate(OVERFLOWING) == []
-    assert narrow_page.evaluate(HIDDEN_CHIPS) == []
-    assert narrow_page.evaluate(FIGURE_TEXT_CLASHES) == []
-    assert narrow_page.evaluate(FORMULAS_TOO_WIDE) == []
-    assert narrow_page.evaluate(TRUNCATED_LABELS) == []
+    assert_page_fits(narrow_page)
 
 
 # On the Lecture page beside the sidebar a figure is about 430 px wide: its titles must end inside the figure
@@ -115,15 +126,6 @@ def test_lecture_figures_fit_beside_the_sidebar_at_800_px(app_server, narrow_pag
     screenshot(narrow_page, f"narrow-lecture-{key}-{number}")
 
 
-# Buttons that run past the block they sit in, which cuts them off: a segmented control's last options in a
-# column too narrow for it.
-CLIPPED_BUTTONS = """() => [...document.querySelectorAll('[data-testid="stMain"] button')].filter(button => {
-    const own = button.getBoundingClientRect();
-    const block = button.closest('[data-testid="stColumn"], [data-testid="stVerticalBlock"]').getBoundingClientRect();
-    return own.width > 0 && own.right > block.right + 1;
-}).map(button => button.textContent)"""
-
-
 def test_training_page_with_runs_fits_at_800_px(app_server_factory, train_tiny_run, narrow_page, screenshot):
     server = app_server_factory()  # its own runs folder: a run in the shared one would change other tests' pages
     train_tiny_run(server.runs_dir)
@@ -132,9 +134,4 @@ def test_training_page_with_runs_fits_at_800_px(app_server_factory, train_tiny_r
     narrow_page.get_by_text("Launch a run").click()  # the form is folded away once there are runs
     narrow_page.wait_for_timeout(1000)
     screenshot(narrow_page, "narrow-training")
-    assert narrow_page.locator(EXCEPTION).count() == 0
-    assert narrow_page.evaluate("document.documentElement.scrollWidth <= innerWidth")
-    assert narrow_page.evaluate(OVERFLOWING) == []
-    assert narrow_page.evaluate(CLIPPED_BUTTONS) == []
-    assert narrow_page.evaluate(HIDDEN_CHIPS) == []
-    assert narrow_page.evaluate(TRUNCATED_LABELS) == []
+    assert_page_fits(narrow_page)
