@@ -84,7 +84,7 @@ def main() -> None:
                         regularizer.set_clusters(labels)
                     effect = layer_effect(model, acts[layer], layer, regularizer, args.draws, seed)
                     rows, agreement = compare_predictions(clean_logits, effect.logits, model.class_names)
-                    figures = [fig.before_after(clean, effect.stages["output"], channels),
+                    figures = [*fig.before_after(clean, effect.stages["output"], channels),
                                stage_row({k: t[channels[0]] for k, t in effect.stages.items() if t.dim() == 3},
                                          width=700),
                                fig.topk_bars(rows, args.draws, agreement)]

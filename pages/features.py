@@ -181,9 +181,12 @@ channels = rank_channels(clean)[:shown].tolist()
 kept = float(effect.stages["mask"].float().mean()) if "mask" in effect.stages else 1.0
 # Disout replaces the units of its blocks with perturbed values instead of zeros.
 touched = "distorted (not zeroed)" if "distortion" in effect.stages else "dropped"
-st.plotly_chart(fig.before_after(clean, effect.stages["output"], channels,
-                                 titles=(f"{layer}: clean", f"after {spec.display_name} (first draw)")),
-                key="features_grid", config=plotly_config(f"features-{layer}"))
+mosaics = fig.before_after(clean, effect.stages["output"], channels, width=HALF_WIDTH,
+                           titles=(f"{layer}: clean", f"after {spec.display_name} (first draw)"))
+with st.container(horizontal=True, key="features_grid"):  # side by side at 1280 px, one under the other at 800
+    for side, mosaic in zip(("clean", "after"), mosaics):
+        st.plotly_chart(mosaic, width=HALF_WIDTH, key=f"features_grid_{side}",
+                        config=plotly_config(f"features-{layer}-{side}"))
 st.caption(f"{shown} of {n_channels} channels, most active first (mean |activation|); each divided by its "
            "clean maximum (kept units the regularizer scales above it show the top colour). "
            f"{1 - kept:.1%} of this layer's units {touched} in the first draw. Hover a tile for its channel.")

@@ -22,6 +22,7 @@ from .figures import PALETTE, Panel, image_grid
 GAP = 1  # blank source pixels between tiles
 GAP_COLOR = (255, 255, 255)
 MOSAIC_COLORS = "Viridis"
+COLORBAR_MARGIN = 90  # px right of a mosaic for its colour bar
 MIN_SIDE = 360  # small maps are enlarged (nearest neighbour) so tiles stay crisp on screen
 CLEAN_COLOR = "#636efa"
 REGULARIZED_COLOR = "#ef553b"
@@ -103,26 +104,31 @@ def _mosaic_figure(panels: Sequence[tuple[str, np.ndarray]], markers: Sequence[g
     fig.update_yaxes(showline=False)
     fig.update_layout(hovermode="closest", hoverdistance=-1)
     if any(m.marker.showscale for m in markers):
-        fig.update_layout(margin_r=90)
+        fig.update_layout(margin_r=COLORBAR_MARGIN)
     return fig
 
 
 def before_after(clean: torch.Tensor, regularized: torch.Tensor, channels: Sequence[int],
-                 titles: tuple[str, str] = ("clean", "after regularizer"), *, panel_height: int = 420) -> go.Figure:
-    """The same ``channels`` of a ``(C, H, W)`` activation before and after the regularizer, side by side
-    on one colour scale: each channel divided by its clean maximum, the scale fixed by the clean side (so
-    the clean grid never changes with the regularizer; kept units rescaled above 1 show the top colour)."""
+                 titles: tuple[str, str] = ("clean", "after regularizer"), *, width: int = 370) -> list[go.Figure]:
+    """The same ``channels`` of a ``(C, H, W)`` activation before and after the regularizer, as two figures
+    ``width`` px wide (side by side on a wide page, one under the other on a narrow one) on one colour scale:
+    each channel divided by its clean maximum, the scale fixed by the clean side (so the clean grid never
+    changes with the regularizer; kept units rescaled above 1 show the top colour). Each has the colour bar,
+    so both mosaics are the same size and either reads alone (a downloaded PNG, say)."""
     clean, regularized = normalise_channels(clean.float(), regularized.float())
     picked = list(channels)
     lo, hi = min(0.0, float(clean[picked].min())), 1.0
     columns = mosaic_columns(len(picked))
     colorbar = dict(colorscale=MOSAIC_COLORS, cmin=lo, cmax=hi, showscale=True,
                     colorbar=dict(title="a / clean max<br>(clipped at 1)", thickness=12))
-    panels = [(titles[0], _colorize(tile(clean, picked, columns), lo, hi)),
-              (titles[1], _colorize(tile(regularized, picked, columns), lo, hi))]
-    markers = [_tile_markers(clean, picked, columns, "", titles[0]),
-               _tile_markers(regularized, picked, columns, "2", titles[1], colorbar)]
-    return _mosaic_figure(panels, markers, panel_height)
+    figures = []
+    for maps, title in ((clean, titles[0]), (regularized, titles[1])):
+        pixels = _colorize(tile(maps, picked, columns), lo, hi)
+        # The mosaic's height at the width it gets beside the colour bar, and 26 px for its title above it.
+        panel_height = round((width - COLORBAR_MARGIN) * pixels.shape[0] / pixels.shape[1]) + 26
+        figures.append(_mosaic_figure([(title, pixels)], [_tile_markers(maps, picked, columns, "", title, colorbar)],
+                                      panel_height))
+    return figures
 
 
 def cluster_mosaic(labels: torch.Tensor, channels: Sequence[int], mask: torch.Tensor | None = None, *,

@@ -46,8 +46,9 @@ def chart(at: AppTest, key: str) -> dict:
 
 
 def grid_images(at: AppTest) -> list[str]:
-    """The PNG sources of the before/after grid (clean, regularized)."""
-    return [t["source"] for t in chart(at, "features_grid")["data"] if t["type"] == "image"]
+    """The PNG sources of the before/after mosaics (clean, regularized), a figure each."""
+    return [t["source"] for side in ("clean", "after") for t in chart(at, f"features_grid_{side}")["data"]
+            if t["type"] == "image"]
 
 
 def test_default_view_says_the_weights_are_untrained(app_env):

@@ -45,7 +45,7 @@ def test_layer_and_method_change_the_grid(app_server, page, screenshot, wait_for
     box = page.locator(GRID_IMAGES).nth(1).bounding_box()  # plotly's drag layer covers it: move the mouse
     page.mouse.move(box["x"] + 5, box["y"] + 5)
     page.wait_for_selector(".st-key-features_grid .hoverlayer .hovertext")
-    assert "channel" in page.locator(".st-key-features_grid .hoverlayer").text_content()
+    assert "channel" in page.locator(".st-key-features_grid .hoverlayer").nth(1).text_content()
     screenshot(page, "features-dropout-stage2")
 
     choose(page, wait_for_app, "Method", "DropBlock")

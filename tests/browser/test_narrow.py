@@ -63,8 +63,17 @@ CLIPPED_BUTTONS = """() => [...document.querySelectorAll('[data-testid="stMain"]
     const block = button.closest('[data-testid="stColumn"], [data-testid="stVerticalBlock"]').getBoundingClientRect();
     return own.width > 0 && own.right > block.right + 1;
 }).map(button => button.textContent)"""
+# Image figures with an empty band under their images: a figure laid out for a wider page, whose images plotly
+# shrank to the width it got while the figure kept its height.
+EMPTY_UNDER_IMAGES = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stPlotlyChart"]')]
+    .filter(chart => chart.querySelector('image'))
+    .filter(chart => {
+        const bottom = Math.max(...[...chart.querySelectorAll('image')].map(i => i.getBoundingClientRect().bottom));
+        return chart.querySelector('.main-svg').getBoundingClientRect().bottom - bottom > 40;
+    }).map(chart => chart.querySelector('.gtitle, .annotation-text')?.textContent.slice(0, 40))"""
 
-PAGE_CHECKS = (OVERFLOWING, CLIPPED_BUTTONS, HIDDEN_CHIPS, FIGURE_TEXT_CLASHES, FORMULAS_TOO_WIDE, TRUNCATED_LABELS)
+PAGE_CHECKS = (OVERFLOWING, CLIPPED_BUTTONS, HIDDEN_CHIPS, FIGURE_TEXT_CLASHES, EMPTY_UNDER_IMAGES, FORMULAS_TOO_WIDE,
+               TRUNCATED_LABELS)
 
 
 def assert_page_fits(page) -> None:

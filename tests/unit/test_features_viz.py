@@ -30,10 +30,13 @@ def test_before_after_is_two_images_and_one_hover_marker_per_channel():
     after = clean.clone()
     after[5] = 0  # one channel dropped entirely
     channels = [5, 1, 2, 3]
-    fig = before_after(clean, after, channels)
-    images = [t for t in fig.data if t.type == "image"]
-    markers = [t for t in fig.data if t.type == "scatter"]
+    figures = before_after(clean, after, channels, width=370)
+    assert len(figures) == 2  # clean, then after
+    images = [t for f in figures for t in f.data if t.type == "image"]
+    markers = [t for f in figures for t in f.data if t.type == "scatter"]
     assert len(images) == 2 and len(markers) == 2
+    # Each figure is as tall as its square mosaic at the width left beside the colour bar, plus its title.
+    assert [f.layout.height for f in figures] == [(370 - 90) + 26 + 10] * 2
     assert [int(c) for c, _ in markers[0].customdata] == channels
     assert "channel %{customdata[0]}" in markers[0].hovertemplate
     before, dropped = _pixels(images[0]), _pixels(images[1])
