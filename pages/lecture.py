@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dropviz.lecture import CHAPTERS, CONTROLS, HIDE_FLAGS, parse_control, parse_view, view_query
-from dropviz.ui.controls import param_widget, seed_control
+from dropviz.ui.controls import param_widget, seed_control, wrapping_columns
 
 PRESENTER_CSS = """
 <style>
@@ -25,11 +25,8 @@ PRESENTER_CSS = """
   .annotation-text { font-size: min(20px, 3cqi) !important; }
   .xtitle, .ytitle { font-size: min(18px, 3.4cqi) !important; }
 }
-/* Too narrow for the title beside the step buttons, or for the formula beside its text: the buttons go below
-   the title, and the text below the formula (or a control below the others), instead of squeezing them. */
+/* Too narrow for the title beside the step buttons: the buttons go below the title instead of squeezing it. */
 [data-testid="stLayoutWrapper"]:has(> .st-key-lecture-heading) { min-width: min(100%, 24rem); }
-.st-key-lecture-body [data-testid="stColumn"] { min-width: min(100%, 18rem); }
-.st-key-lecture-controls [data-testid="stColumn"] { min-width: min(100%, 11rem); }
 </style>
 """
 HIDE_SIDEBAR_CSS = """
@@ -105,7 +102,9 @@ if "nav" not in view.hide:
                on_click=go_to, args=later or (chapter.key, step))
 
 figure_area = st.container()
-formula_column, text_column = st.container(key="lecture-body").columns([6, 5], vertical_alignment="center")
+# Beside the sidebar at 800 px the text goes under its formula, and a control under the others.
+formula_column, text_column = wrapping_columns([6, 5], key="lecture-body", min_width="18rem",
+                                               vertical_alignment="center")
 formula_column.latex(view.current.formula)
 text_column.markdown(view.current.text)
 
@@ -116,7 +115,7 @@ for name, control in CONTROLS.items():
     if note and name in chapter.controls:
         st.warning(note)
 if "controls" not in view.hide and chapter.controls:
-    controls = st.container(key="lecture-controls").columns(len(chapter.controls))
+    controls = wrapping_columns(len(chapter.controls), key="lecture-controls", min_width="11rem")
     for column, name in zip(controls, chapter.controls):
         with column:
             if name == "seed":

@@ -12,7 +12,7 @@ from dropviz.train import (ConfigError, JobManager, ReadOnlyError, RunConfig, Ru
 from dropviz.train.config import CIFAR10_JPEG, DEFAULT_DATASETS, DEVICES, SCHEDULES, datasets_present
 from dropviz.train.jobs import unresponsive_for
 from dropviz.train.report import ACTIVE_OR_WAITING, duration, metrics_csv, run_label, runs_table
-from dropviz.ui.controls import METHOD_CONTROL_WIDTH, method_controls
+from dropviz.ui.controls import METHOD_CONTROL_WIDTH, method_controls, wrapping_columns
 from dropviz.ui.panels import plotly_config
 from dropviz.viz.curves import METRICS, SPLITS, curves_figure
 
@@ -51,13 +51,9 @@ def available_datasets_note(present: list[str]) -> str:
     return note
 
 
-# Beside the sidebar at 800 px the form's three columns wrap (two a row) instead of squeezing their labels.
-FORM_CSS = '<style>.st-key-train_form [data-testid="stColumn"] { min-width: min(100%, 10rem); }</style>'
-
-
 def launch_form() -> None:
-    st.markdown(FORM_CSS, unsafe_allow_html=True)
-    left, middle, right = st.container(key="train_form").columns(3)
+    # Beside the sidebar at 800 px the three columns wrap (two a row) instead of squeezing their labels.
+    left, middle, right = wrapping_columns(3, key="train_form", min_width="10rem")
     model = left.selectbox(FORM_LABELS["model"], list(MODELS), key="train_model")
     present = datasets_present(data_dir())
     default = next(name for name in DEFAULT_DATASETS if name in present)

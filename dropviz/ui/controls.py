@@ -15,11 +15,13 @@ import streamlit as st
 
 from dropviz.lecture.model import parse_control
 from dropviz.regularizers import REGISTRY, MethodSpec, Param
+from dropviz.viz.figures import SMALL_FIGURE_WIDTH
 
 SEED_MAX = 2**31 - 1
 SHOWN_OPTIONS = 8  # a warning lists at most this many of the allowed values
-# Widths in px of the controls in a wrapping row: four a row beside the sidebar at 1280 px (763 px), two at 800.
-CONTROL_WIDTH = 175
+# Width in px of the controls in a wrapping row: the small figures' (four a row beside the sidebar at 1280 px,
+# two at 800), so controls and figures line up.
+CONTROL_WIDTH = SMALL_FIGURE_WIDTH
 # One method's few sliders: three a row at 1280 px, and long enough to set a value on a projector.
 METHOD_CONTROL_WIDTH = 240
 SEED_WIDTH = 100
@@ -122,6 +124,15 @@ def shared_controls(specs: Iterable[MethodSpec], *, key: str, bind_url: bool = T
     with st.container(horizontal=True):
         return {name: param_widget(param, key=key, bind_url=bind_url, width=width)
                 for name, param in params.items()}
+
+
+def wrapping_columns(spec: int | Sequence[float], *, key: str, min_width: str, **options) -> list:
+    """``st.columns(spec, **options)`` whose columns go under one another, each the full width, rather than
+    shrink below ``min_width`` (a CSS length such as ``"18rem"``): Streamlit stacks columns only in a window
+    narrower than 640 px, and beside the sidebar at 800 px they squeeze formulas, labels and buttons. ``key``
+    names their container (unique on the page)."""
+    st.html(f'<style>.st-key-{key} [data-testid="stColumn"] {{ min-width: min(100%, {min_width}); }}</style>')
+    return st.container(key=key).columns(spec, **options)
 
 
 def seed_control(*, key: str, bind_url: bool = True, default: int = 0) -> int:
