@@ -69,12 +69,10 @@ class Block(BasicBlock):
         else:
             out = self.conv2(self.drop_mid(self.relu(out)))
         out = self.bn2(out)
-        # either way drawn before a regularizer on the shortcut draws
-        drop = self.drop_residual.sparse_draw(out) if self._fuses(self.drop_residual, out) else None
-        if drop is None:
-            out = self.drop_residual(out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + shortcut) if drop is None else drop_add_relu(out, shortcut, drop)
+        shortcut = x if self.downsample is None else self.downsample(x)  # either way before the residual's draw
+        if self._fuses(self.drop_residual, out):
+            return drop_add_relu(out, shortcut, self.drop_residual)
+        return self.relu(self.drop_residual(out) + shortcut)
 
 
 class GlobalAvgPool(nn.Module):

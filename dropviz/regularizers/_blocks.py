@@ -264,6 +264,51 @@ def _union_offsets(seeds, channels, sample_stride, channel_stride, seed_storage,
     return n_units
 
 
+def write_blocks_(x: torch.Tensor, seeds: np.ndarray, block: tuple[int, ...]) -> Blocks:
+    """:class:`Blocks` of ``block``-sized blocks at the sorted ``seeds`` (flat indices into the valid grid
+    ``(N, C, *valid)`` of ``x``; what :func:`block_offsets` gives: each block's first unit and the distinct units'
+    count), their zeros written into ``x`` (a dense CPU tensor) in the same parallel call, in pieces of whole maps:
+    one pass over the seeds from Python instead of two."""
+    if not fusable(x) or x.device.type != "cpu":
+        raise ValueError(f"blocks are written in place into a dense CPU tensor; got shape {tuple(x.shape)}, "
+                         f"strides {x.stride()} on {x.device}")
+    plan = _offsets_plan(tuple(x.shape), memory_format(x), tuple(block))
+    storage = _storage(x).view(_SAME_SIZE_INT[x.element_size()]).numpy()  # any float dtype: zeros are zero bits
+    starts, count = launch_parallel(_blocks_in_pieces, storage, np.asarray(seeds, dtype=np.int64), plan.channels,
+                                    *plan.strides[:2], *plan.geometry, torch.get_num_threads())
+    return Blocks(starts, int(count), seeds, plan)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _blocks_in_pieces(storage, seeds, channels, sample_stride, channel_stride, seed_storage, seed_unit,
+                      block_storage, block_unit, pieces):
+    """:func:`write_blocks` of ``seeds`` in ``pieces`` runs (one per thread), each of whole maps: blocks of one
+    map may overlap, which the count of one run must see. Returns the starts and the count."""
+    per_map, n = seed_storage.shape[0], seeds.shape[0]
+    bounds = np.zeros(pieces + 1, np.int64)
+    for piece in range(1, pieces + 1):
+        i = max(piece * n // pieces, bounds[piece - 1])
+        while 0 < i < n and seeds[i] // per_map == seeds[i - 1] // per_map:  # not inside a map
+            i += 1
+        bounds[piece] = i
+    starts, units = np.empty(n, np.int64), np.empty(pieces, np.int64)
+    for piece in prange(pieces):
+        units[piece] = write_blocks(storage, seeds, starts, bounds[piece], bounds[piece + 1], channels,
+                                    sample_stride, channel_stride, seed_storage, seed_unit, block_storage, block_unit)
+    return starts, units.sum()
+
+
+@njit(cache=True, nogil=True)
+def write_blocks(storage, seeds, starts, lo, hi, channels, sample_stride, channel_stride, seed_storage, seed_unit,
+                 block_storage, block_unit):
+    """The blocks of ``seeds[lo:hi]`` (whole maps): their first units' storage offsets into ``starts[lo:hi]``
+    (:func:`_union_offsets`), zeros written over them in ``storage``; returns the distinct units' count."""
+    count = _union_offsets(seeds[lo:hi], channels, sample_stride, channel_stride, seed_storage, seed_unit,
+                           block_storage, block_unit, np.empty(0, np.int64), starts[lo:hi])
+    _scatter(storage, starts, block_storage, np.zeros(1, storage.dtype), lo, hi)
+    return count
+
+
 class Blocks(NamedTuple):
     """The units of a sparse block draw, as whole blocks: unit ``j`` of block ``i`` is at storage offset
     ``starts[i] + within[j]``. Blocks may overlap, so writing zeros block by block (:func:`store_at`) writes a
@@ -387,16 +432,20 @@ def _valid_shape(spatial: tuple[int, ...], block: tuple[int, ...]) -> tuple[int,
 
 def draw_block_mask(x: torch.Tensor, gamma: float | torch.Tensor, block: tuple[int, ...], share_channels: bool,
                     generator: torch.Generator | None, sampler: str, with_seeds: bool,
-                    list_units: bool = False) -> BlockDraw:
+                    list_units: bool = False, in_place: bool = False) -> BlockDraw:
     """Draw seeds with rate ``gamma`` (a float, or a per-valid-position tensor for ProbDropBlock) and expand
     them into blocks. ``sampler`` is ``"sparse"`` (a float ``gamma`` only), ``"dense"`` or ``"auto"``; a sparse
-    draw gives its units as :class:`Blocks`, or listed each once with ``list_units``."""
+    draw gives its units as :class:`Blocks`, or listed each once with ``list_units``, or with ``in_place``
+    also writes their zeros into ``x`` (:func:`write_blocks_`)."""
     n, c = x.shape[:2]
     spatial = tuple(x.shape[2:])
     mask_shape = (n, 1 if share_channels else c, *spatial)
     valid = _valid_shape(spatial, block)
     if resolve_sampler(sampler, isinstance(gamma, float) and sparse_blocks_ok(x, gamma, block)) == "sparse":
-        return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds, list_units)
+        return _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds, list_units, in_place)
+    if in_place:
+        raise ValueError("blocks are written in place only where they are drawn sparsely (on the CPU, covering "
+                         "little of the map)")
     return _dense(x, gamma, block, mask_shape, valid, generator, with_seeds)
 
 
@@ -450,7 +499,7 @@ def window_hits_by_pooling(seeds: torch.Tensor, block: tuple[int, ...]) -> torch
     return pool(F.pad(seeds, [p for k in reversed(block) for p in (k - 1, k - 1)]), block, stride=1)
 
 
-def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds, list_units) -> BlockDraw:
+def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds, list_units, in_place) -> BlockDraw:
     if not isinstance(gamma, float):
         raise ValueError("the sparse sampler takes one seed rate; per-position rates need sampler='dense'")
     if gamma > SPARSE_MAX_CANDIDATE_RATE:  # most positions are seeds: one uniform each, as _dense draws them
@@ -458,18 +507,27 @@ def _sparse(x, gamma, block, mask_shape, valid, generator, with_seeds, list_unit
         seeds = np.flatnonzero((uniform < gamma).cpu().numpy())
     else:
         seeds = bernoulli_positions(mask_shape[0] * mask_shape[1] * math.prod(valid), gamma, generator, x.device)
-    dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds, list_units)
+    dropped, seed_map = expand_seed_index(seeds, mask_shape, block, x, with_seeds, list_units, in_place)
     return BlockDraw(mask_shape, None, dropped, seed_map)
 
 
 def expand_seed_index(seeds: np.ndarray, mask_shape: tuple[int, ...], block: tuple[int, ...], x: torch.Tensor,
-                      with_seeds: bool, list_units: bool = False) -> tuple[Blocks | torch.Tensor, torch.Tensor | None]:
+                      with_seeds: bool, list_units: bool = False,
+                      in_place: bool = False) -> tuple[Blocks | torch.Tensor, torch.Tensor | None]:
     """The dropped units of a mask of ``mask_shape`` in ``x``'s memory format, from the sorted flat indices of
     block starts on the valid grid (N, C, *valid): as :class:`Blocks` (on the CPU), or with ``list_units`` their
-    storage offsets each once (one pass either way); and, if asked, the seed-centre map."""
-    seeds, plan = np.asarray(seeds, dtype=np.int64), _offsets_plan(tuple(mask_shape), memory_format(x), tuple(block))
-    units, starts, count = block_offsets(seeds, plan, listed=list_units)
-    dropped = torch.from_numpy(units).to(x.device) if list_units else Blocks(starts, count, seeds, plan)
+    storage offsets each once (one pass either way), or with ``in_place`` as :class:`Blocks` whose zeros are
+    written into ``x`` in the same pass (:func:`write_blocks_`); and, if asked, the seed-centre map."""
+    seeds = np.asarray(seeds, dtype=np.int64)
+    if in_place:
+        if tuple(mask_shape) != tuple(x.shape):
+            raise ValueError(f"a mask of shape {tuple(mask_shape)} is not written in place into x of shape "
+                             f"{tuple(x.shape)}")
+        dropped = write_blocks_(x, seeds, block)
+    else:
+        plan = _offsets_plan(tuple(mask_shape), memory_format(x), tuple(block))
+        units, starts, count = block_offsets(seeds, plan, listed=list_units)
+        dropped = torch.from_numpy(units).to(x.device) if list_units else Blocks(starts, count, seeds, plan)
     if not with_seeds:
         return dropped, None
     seed_map = _filled(mask_shape, x, 0.0)

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._blocks import Blocks
+from ._blocks import Blocks, store_at
 from ._checks import check_floating
 
 
@@ -60,6 +60,14 @@ class Regularizer(nn.Module):
         models fold ``scale`` into the next convolution or addition and write the units into a ReLU's output).
         The same draw, from the same random numbers, as :meth:`forward`. Needs :meth:`has_sparse_draw`."""
         raise ValueError(f"{type(self).__name__} has no sparse draw for this input; call it instead")
+
+    def sparse_drop_(self, x: torch.Tensor, generator: torch.Generator | None = None) -> SparseDrop:
+        """:meth:`sparse_draw`, its units written into ``x`` in place (0, or ``values``); ``x`` must be dense
+        in its layout. Outside autograd: for the fused ops, which mark ``x`` as changed. A method may do both
+        in one pass."""
+        drop = self.sparse_draw(x, generator)
+        store_at(x, drop.dropped, drop.values)
+        return drop
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"

@@ -21,9 +21,9 @@ class _DropBlockNd(Regularizer):
         self.share_channels = bool(share_channels)
         self.exact_rate = bool(exact_rate)
 
-    def _draw(self, x, generator, explain) -> _blocks.BlockDraw:
+    def _draw(self, x, generator, explain, in_place=False) -> _blocks.BlockDraw:
         return F_.drop_block_draw(x, self.drop_prob, self.block_size, self.share_channels, generator,
-                                  self.exact_rate, with_seeds=explain)
+                                  self.exact_rate, with_seeds=explain, in_place=in_place)
 
     def stages(self, x, generator, explain):
         check_rank(x, (self._rank,), self._layout)
@@ -44,6 +44,14 @@ class _DropBlockNd(Regularizer):
         if not self.has_sparse_draw(x):
             return super().sparse_draw(x, generator)
         draw = self._draw(x, generator, explain=False)
+        return SparseDrop(draw.dropped, None, _blocks.sparse_scale(draw))
+
+    def sparse_drop_(self, x, generator=None) -> SparseDrop:
+        """The blocks' zeros written in the compiled pass that finds them (ProbDropBlock's, for a float32 or
+        float64 ``x``, in the pass that draws the seeds): no second call to write them."""
+        if not self.has_sparse_draw(x):
+            return super().sparse_drop_(x, generator)
+        draw = self._draw(x, generator, explain=False, in_place=True)
         return SparseDrop(draw.dropped, None, _blocks.sparse_scale(draw))
 
     def extra_repr(self) -> str:
@@ -95,9 +103,9 @@ class ProbDropBlock2d(_DropBlockNd):
     def __init__(self, drop_prob: float = 0.1, block_size: int = 7, exact_rate: bool = True):
         super().__init__(drop_prob, block_size, share_channels=False, exact_rate=exact_rate)
 
-    def _draw(self, x, generator, explain) -> _blocks.BlockDraw:
+    def _draw(self, x, generator, explain, in_place=False) -> _blocks.BlockDraw:
         return F_.prob_drop_block_draw(x, self.drop_prob, self.block_size, generator, self.exact_rate,
-                                       with_seeds=explain)
+                                       with_seeds=explain, in_place=in_place)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, block_size={self.block_size}"

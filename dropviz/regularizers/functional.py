@@ -10,6 +10,7 @@ import torch
 from numba import njit, prange
 
 from . import _blocks
+from ._blocks import write_blocks
 from ._checks import check_block_size, check_drop_prob, check_rank
 
 
@@ -63,13 +64,15 @@ def drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int, share_ch
 
 def drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int, share_channels: bool = False,
                     generator: torch.Generator | None = None, exact_rate: bool = True, sampler: str = "auto",
-                    with_seeds: bool = False, list_units: bool = False) -> _blocks.BlockDraw:
+                    with_seeds: bool = False, list_units: bool = False, in_place: bool = False) -> _blocks.BlockDraw:
     """:func:`drop_block_mask` with the sampler's extras (dropped units, seed map); used by the modules. A sparse
     draw's units are :class:`~dropviz.regularizers._blocks.Blocks`, or with ``list_units`` their storage offsets
-    each once (for a value per unit)."""
+    each once (for a value per unit); ``in_place`` also writes their zeros into ``x`` (a sparse draw of one mask
+    per channel into a dense ``x`` only: for the fused ops, outside autograd)."""
     check_rank(x, (4, 5), "(N, C, H, W) or (N, C, D, H, W)")
     block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
-    return _blocks.draw_block_mask(x, gamma, block, share_channels, generator, sampler, with_seeds, list_units)
+    return _blocks.draw_block_mask(x, gamma, block, share_channels, generator, sampler, with_seeds, list_units,
+                                   in_place)
 
 
 def block_seed_rate(x: torch.Tensor, drop_prob: float, block_size: int,
@@ -135,15 +138,33 @@ def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()
     values = values.contiguous(memory_format=_blocks.memory_format(values))  # a strided view becomes dense
+    return _blocks.launch_parallel(_salient_samples, x.shape[0], *_salient_args(values, block, gamma, generator))
+
+
+def _salient_blocks_(x: torch.Tensor, block: tuple[int, int], gamma: float,
+                     generator: torch.Generator | None) -> _blocks.Blocks:
+    """:func:`_salient_seeds`' seeds as :class:`~dropviz.regularizers._blocks.Blocks`, their zeros written into
+    ``x`` (float32 or float64, :func:`~dropviz.regularizers._blocks.fusable`: the salience is read from the
+    storage written) in the same compiled call (:func:`_salient_drops`), while each sample's activations are
+    still in cache."""
+    plan = _blocks._offsets_plan(tuple(x.shape), _blocks.memory_format(x), tuple(block))
+    sample_args = _salient_args(x.detach(), block, gamma, generator)
+    seeds, starts, count = _blocks.launch_parallel(_salient_drops, x.shape[0], *sample_args, *plan.geometry,
+                                                   torch.get_num_threads())
+    return _blocks.Blocks(starts, int(count), seeds, plan)
+
+
+def _salient_args(values: torch.Tensor, block: tuple[int, int], gamma: float,
+                  generator: torch.Generator | None) -> tuple:
+    """:func:`_salient_sample`'s arguments after the sample, for a dense float32 or float64 ``values``."""
     (kh, kw), strides = block, values.stride()
     first = (kh // 2) * strides[2] + (kw // 2) * strides[3]  # storage offset of a map's first valid centre
-    height, width = x.shape[2] - kh + 1, x.shape[3] - kw + 1  # the valid grid
-    per_sample = x.shape[1] * height * width
+    height, width = values.shape[2] - kh + 1, values.shape[3] - kw + 1  # the valid grid
+    per_sample = values.shape[1] * height * width
     # Room for a seed at every position of every sample (only the pages written are ever touched).
-    local = np.empty(x.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
-    sample_args = (_blocks._storage(values).numpy(), first, *strides, x.shape[1], height, width, gamma,
-                   _stream_key(generator), local)
-    return _blocks.launch_parallel(_salient_samples, x.shape[0], *sample_args)
+    local = np.empty(values.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
+    return (_blocks._storage(values).numpy(), first, *strides, values.shape[1], height, width, gamma,
+            _stream_key(generator), local)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -155,6 +176,30 @@ def _salient_samples(samples, *sample_args):
         counts[sample] = _salient_sample(sample, *sample_args)
     local = sample_args[-1]  # each sample's seeds, in its own part
     return _flat_indices(local, counts)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_stride, column_stride, channels,
+                   height, width, gamma, key, local, seed_storage, seed_unit, block_storage, block_unit, pieces):
+    """:func:`_salient_samples`, then each sample's blocks (:func:`~dropviz.regularizers._blocks.write_blocks`):
+    their first units' storage offsets, their distinct units counted, zeros written over them, in ``pieces``
+    runs of samples (one per thread). Returns the flat seeds, the starts in the same order and the count.
+    ``storage`` is the activation's own (float32 or float64), a mask's strides being the activation's; every
+    value is read before a block is written."""
+    per_sample = local.shape[0] // max(samples, 1)
+    counts = np.empty(samples, np.int64)
+    for sample in prange(samples):
+        counts[sample] = _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride,
+                                         column_stride, channels, height, width, gamma, key, local)
+    seeds, ends = _flat_indices(local, counts), np.cumsum(counts)
+    chunks = min(pieces, samples)
+    starts, units = np.empty(seeds.shape[0], np.int64), np.empty(chunks, np.int64)
+    for chunk in prange(chunks):
+        first_sample, end_sample = chunk * samples // chunks, (chunk + 1) * samples // chunks
+        units[chunk] = write_blocks(storage, seeds, starts, ends[first_sample] - counts[first_sample],
+                                    ends[end_sample - 1], channels, sample_stride, channel_stride, seed_storage,
+                                    seed_unit, block_storage, block_unit)
+    return seeds, starts, units.sum()
 
 
 @njit(cache=True, nogil=True)
@@ -438,20 +483,24 @@ def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
 
 def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
                          generator: torch.Generator | None = None, exact_rate: bool = True,
-                         with_seeds: bool = False) -> _blocks.BlockDraw:
+                         with_seeds: bool = False, in_place: bool = False) -> _blocks.BlockDraw:
     """:func:`prob_drop_block_mask` with the seed map; used by the module.
 
     On the CPU, where the blocks cover little, the seeds are drawn sample by sample in one compiled pass
     (:func:`_salient_seeds`) that reads the salience from ``x`` itself and keeps only the seeds' indices: no
-    tensor of rates or uniforms is made. Elsewhere the rates of the whole grid go to DropBlock's dense sampler."""
+    tensor of rates or uniforms is made. Elsewhere the rates of the whole grid go to DropBlock's dense sampler.
+    ``in_place`` writes the blocks' zeros into ``x`` (a sparse draw into a dense ``x`` only, outside autograd:
+    for the fused ops); for float32 and float64 in the pass that draws the seeds."""
     check_rank(x, (4,), "(N, C, H, W)")
     block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
     if _blocks.sparse_blocks_ok(x, gamma, block):
+        if in_place and not with_seeds and x.dtype in (torch.float32, torch.float64) and _blocks.fusable(x):
+            return _blocks.BlockDraw(tuple(x.shape), None, _salient_blocks_(x, block, gamma, generator), None)
         seeds = _salient_seeds(x, block, gamma, generator)
-        dropped, seed_map = _blocks.expand_seed_index(seeds, tuple(x.shape), block, x, with_seeds)
+        dropped, seed_map = _blocks.expand_seed_index(seeds, tuple(x.shape), block, x, with_seeds, in_place=in_place)
         return _blocks.BlockDraw(tuple(x.shape), None, dropped, seed_map)
     rates = salience_seed_rate(x, drop_prob, block_size, exact_rate)
-    return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds)
+    return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds, in_place=in_place)
 
 
 def cluster_mask(labels: torch.Tensor, n_clusters: int, batch: int, drop_prob: float,

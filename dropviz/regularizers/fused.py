@@ -1,4 +1,5 @@
-"""A regularizer's :meth:`~dropviz.regularizers.Regularizer.sparse_draw` applied inside the ops around it.
+"""A regularizer's sparse draw applied inside the ops around it, drawn and written into the activation by
+:meth:`~dropviz.regularizers.Regularizer.sparse_drop_` (for DropBlock and ProbDropBlock in one compiled call).
 
 Any renormalising mask as an op of its own costs two passes over the activation (``x * scale`` forward,
 the same on the gradient), a few percent of a ResNet training step on the CPU whatever the mask. Fused:
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import _blocks
-from .base import Regularizer, SparseDrop
+from .base import Regularizer
 
 
 class _ReLUThenDrop(torch.autograd.Function):
@@ -25,8 +26,7 @@ class _ReLUThenDrop(torch.autograd.Function):
     def forward(ctx, z, regularizer, generator):
         h = z.relu_()
         ctx.mark_dirty(z)
-        drop = regularizer.sparse_draw(h, generator)  # after the ReLU: the draw may read its output
-        _blocks.store_at(h, drop.dropped, drop.values)
+        drop = regularizer.sparse_drop_(h, generator)  # after the ReLU: the draw may read its output
         ctx.distorted = drop.values is not None
         ctx.save_for_backward(h)
         ctx.dropped = drop.dropped if ctx.distorted else None  # an index: no autograd state
@@ -52,13 +52,13 @@ def relu_then_drop(z: torch.Tensor, regularizer: Regularizer,
 
 class _DropAddReLU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, branch, shortcut, dropped, values, scale):
-        _blocks.store_at(branch, dropped, values)
+    def forward(ctx, branch, shortcut, regularizer, generator):
+        drop = regularizer.sparse_drop_(branch, generator)
         ctx.mark_dirty(branch)
-        out = torch.add(shortcut, branch, alpha=scale).relu_()
+        out = torch.add(shortcut, branch, alpha=drop.scale).relu_()
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(out)
-        ctx.dropped, ctx.scale, ctx.layout = dropped, scale, (branch.shape, branch.stride())
+        ctx.dropped, ctx.scale, ctx.layout = drop.dropped, drop.scale, (branch.shape, branch.stride())
         return out, branch
 
     @staticmethod
@@ -68,15 +68,16 @@ class _DropAddReLU(torch.autograd.Function):
         grad_branch = torch.empty_strided(*ctx.layout, dtype=grad.dtype, device=grad.device)
         torch.mul(grad, ctx.scale, out=grad_branch)
         _blocks.store_at(grad_branch, ctx.dropped, None)
-        return grad_branch, grad, None, None, None
+        return grad_branch, grad, None, None
 
 
-def drop_add_relu(branch: torch.Tensor, shortcut: torch.Tensor, drop: SparseDrop) -> torch.Tensor:
-    """``relu(module(branch) + shortcut)`` for ``drop`` the module's :meth:`~Regularizer.sparse_draw` of
-    ``branch``. Writes the dropped units into ``branch`` (so its producer must not need its output for its
-    backward: a batch norm's is fine; autograd refuses otherwise)."""
+def drop_add_relu(branch: torch.Tensor, shortcut: torch.Tensor, regularizer: Regularizer,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """``relu(regularizer(branch) + shortcut)``. Writes the dropped units into ``branch`` (so its producer must
+    not need its output for its backward: a batch norm's is fine; autograd refuses otherwise). Needs
+    ``regularizer.has_sparse_draw(branch)``."""
     if not _blocks.fusable(branch):
         raise ValueError(f"branch must be a dense tensor (contiguous or channels-last), as the one drawn for: the "
                          f"draw's units are storage offsets; got shape {tuple(branch.shape)}, "
                          f"strides {branch.stride()}")
-    return _DropAddReLU.apply(branch, shortcut, drop.dropped, drop.values, drop.scale)[0]
+    return _DropAddReLU.apply(branch, shortcut, regularizer, generator)[0]

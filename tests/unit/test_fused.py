@@ -22,12 +22,17 @@ SPARSE_DRAWERS = {
 }
 
 
-def _applied(x: torch.Tensor, drop) -> torch.Tensor:
-    """``scale * x`` with ``drop.values`` (or 0) at its storage offsets: what a sparse draw stands for."""
+def _written(x: torch.Tensor, drop) -> torch.Tensor:
+    """``x`` with ``drop.values`` (or 0) at its storage offsets."""
     out = x.clone()  # keeps x's memory format, which the offsets refer to
     storage = out.as_strided((out.numel(),), (1,))
     storage[_blocks.unit_offsets(drop.dropped)] = 0.0 if drop.values is None else drop.values
-    return out * drop.scale
+    return out
+
+
+def _applied(x: torch.Tensor, drop) -> torch.Tensor:
+    """``scale * x`` with ``drop.values`` (or 0) at its storage offsets: what a sparse draw stands for."""
+    return _written(x, drop) * drop.scale
 
 
 @pytest.mark.parametrize("name", SPARSE_DRAWERS)
@@ -116,7 +121,7 @@ def test_drop_add_relu_refuses_a_branch_whose_output_its_producer_needs():
     z = torch.randn(2, 3, 8, 8, requires_grad=True)
     branch = torch.sigmoid(z)  # sigmoid's backward reads its output
     module = DropBlock2d(0.2, 3).train()
-    out = drop_add_relu(branch, torch.randn(2, 3, 8, 8), module.sparse_draw(branch))
+    out = drop_add_relu(branch, torch.randn(2, 3, 8, 8), module)
     with pytest.raises(RuntimeError, match="inplace"):
         out.sum().backward()
 
@@ -134,8 +139,52 @@ def test_fused_ops_refuse_tensors_that_are_not_dense():
         relu_then_drop(wide.clone()[..., :12], module)
     assert torch.equal(module(view, torch.Generator().manual_seed(1)),
                        module(view.contiguous(), torch.Generator().manual_seed(1)))
-    branch = torch.randn(4, 6, 12, 12)
-    drop = module.sparse_draw(branch, torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="dense"):
-        drop_add_relu(branch.transpose(2, 3), torch.randn(4, 6, 12, 12), drop)
+        drop_add_relu(torch.randn(4, 6, 12, 12).transpose(2, 3), torch.randn(4, 6, 12, 12), module)
     assert not module.has_sparse_draw(torch.zeros(0, 6, 12, 12))
+
+
+@pytest.mark.parametrize("name", SPARSE_DRAWERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_sparse_drop_in_place_is_the_sparse_draw_written(name, dtype, channels_last):
+    """``sparse_drop_`` writes into ``x`` exactly the units (and values) ``sparse_draw`` gives from the same
+    random numbers, with the same scale: ProbDropBlock in one compiled pass for float32 and float64, every
+    other case by the draw and a write. On 1 and 3 threads: the pass splits the samples among them."""
+    make, shape = SPARSE_DRAWERS[name]
+    module = make().train()
+    x = torch.randn((16, *shape[1:]), dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            drop = module.sparse_draw(x, torch.Generator().manual_seed(5))
+            written = x.clone()
+            assert written.stride() == x.stride()
+            in_place = module.sparse_drop_(written, torch.Generator().manual_seed(5))
+            assert in_place.scale == drop.scale and drop.dropped.numel() > 0
+            assert torch.equal(_blocks.unit_offsets(in_place.dropped), _blocks.unit_offsets(drop.dropped))
+            assert torch.equal(written, _written(x, drop))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_blocks_are_written_in_place_only_where_they_can_be():
+    """The in-place forms write a sparse draw of one mask per channel into a dense CPU tensor, and refuse
+    anything else: a draw that would be dense, one mask per sample, a strided view. The modules refuse as
+    ``sparse_draw`` does where they have no sparse draw."""
+    from dropviz.regularizers import functional as F_
+    x = torch.randn(4, 6, 12, 12)
+    for draw in (F_.drop_block_draw, F_.prob_drop_block_draw):
+        with pytest.raises(ValueError, match="drawn sparsely"):
+            draw(x, 0.9, 7, in_place=True)  # the blocks would cover most of the map: the dense sampler's case
+    with pytest.raises(ValueError, match="not written in place"):
+        F_.drop_block_draw(x, 0.2, 3, share_channels=True, in_place=True)
+    for draw in (F_.drop_block_draw, F_.prob_drop_block_draw):
+        with pytest.raises(ValueError, match="dense CPU tensor"):
+            draw(torch.randn(4, 6, 12, 16)[..., :12], 0.2, 3, in_place=True)
+    for module in (DropBlock2d(0.2, 3), ProbDropBlock2d(0.2, 3)):
+        with pytest.raises(ValueError, match="no sparse draw"):
+            module.eval().sparse_drop_(x)
