@@ -282,8 +282,8 @@ def write_blocks_(x: torch.Tensor, seeds: np.ndarray, block: tuple[int, ...]) ->
 @njit(cache=True, nogil=True, parallel=True)
 def _blocks_in_pieces(storage, seeds, channels, sample_stride, channel_stride, seed_storage, seed_unit,
                       block_storage, block_unit, pieces):
-    """:func:`write_blocks` of ``seeds`` in ``pieces`` runs (one per thread), each of whole maps: blocks of one
-    map may overlap, which the count of one run must see. Returns the starts and the count."""
+    """:func:`zero_and_count_blocks` of ``seeds`` in ``pieces`` runs (one per thread), each of whole maps:
+    blocks of one map may overlap, which the count of one run must see. Returns the starts and the count."""
     per_map, n = seed_storage.shape[0], seeds.shape[0]
     bounds = np.zeros(pieces + 1, np.int64)
     for piece in range(1, pieces + 1):
@@ -293,14 +293,15 @@ def _blocks_in_pieces(storage, seeds, channels, sample_stride, channel_stride, s
         bounds[piece] = i
     starts, units = np.empty(n, np.int64), np.empty(pieces, np.int64)
     for piece in prange(pieces):
-        units[piece] = write_blocks(storage, seeds, starts, bounds[piece], bounds[piece + 1], channels,
-                                    sample_stride, channel_stride, seed_storage, seed_unit, block_storage, block_unit)
+        units[piece] = zero_and_count_blocks(storage, seeds, starts, bounds[piece], bounds[piece + 1], channels,
+                                             sample_stride, channel_stride, seed_storage, seed_unit, block_storage,
+                                             block_unit)
     return starts, units.sum()
 
 
 @njit(cache=True, nogil=True)
-def write_blocks(storage, seeds, starts, lo, hi, channels, sample_stride, channel_stride, seed_storage, seed_unit,
-                 block_storage, block_unit):
+def zero_and_count_blocks(storage, seeds, starts, lo, hi, channels, sample_stride, channel_stride, seed_storage,
+                          seed_unit, block_storage, block_unit):
     """The blocks of ``seeds[lo:hi]`` (whole maps): their first units' storage offsets into ``starts[lo:hi]``
     (:func:`_union_offsets`), zeros written over them in ``storage``; returns the distinct units' count."""
     count = _union_offsets(seeds[lo:hi], channels, sample_stride, channel_stride, seed_storage, seed_unit,

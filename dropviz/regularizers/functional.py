@@ -10,7 +10,7 @@ import torch
 from numba import njit, prange
 
 from . import _blocks
-from ._blocks import write_blocks
+from ._blocks import zero_and_count_blocks
 from ._checks import check_block_size, check_drop_prob, check_rank
 
 
@@ -181,12 +181,11 @@ def _salient_samples(samples, *sample_args):
 @njit(cache=True, nogil=True, parallel=True)
 def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_stride, column_stride, channels,
                    height, width, gamma, key, local, seed_storage, seed_unit, block_storage, block_unit, pieces):
-    """:func:`_salient_samples`, then each sample's blocks (:func:`~dropviz.regularizers._blocks.write_blocks`):
-    their first units' storage offsets, their distinct units counted, zeros written over them, in ``pieces``
-    runs of samples (one per thread). Returns the flat seeds, the starts in the same order and the count.
-    ``storage`` is the activation's own (float32 or float64), a mask's strides being the activation's; every
-    value is read before a block is written."""
-    per_sample = local.shape[0] // max(samples, 1)
+    """:func:`_salient_samples`, then each sample's blocks (:func:`~dropviz.regularizers._blocks.
+    zero_and_count_blocks`): their first units' storage offsets, their distinct units counted, zeros written over
+    them, in ``pieces`` runs of samples (one per thread). Returns the flat seeds, the starts in the same order and
+    the count. ``storage`` is the activation's own (float32 or float64), a mask's strides being the
+    activation's; every value is read before a block is written."""
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
         counts[sample] = _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride,
@@ -196,9 +195,9 @@ def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_s
     starts, units = np.empty(seeds.shape[0], np.int64), np.empty(chunks, np.int64)
     for chunk in prange(chunks):
         first_sample, end_sample = chunk * samples // chunks, (chunk + 1) * samples // chunks
-        units[chunk] = write_blocks(storage, seeds, starts, ends[first_sample] - counts[first_sample],
-                                    ends[end_sample - 1], channels, sample_stride, channel_stride, seed_storage,
-                                    seed_unit, block_storage, block_unit)
+        units[chunk] = zero_and_count_blocks(storage, seeds, starts, ends[first_sample] - counts[first_sample],
+                                             ends[end_sample - 1], channels, sample_stride, channel_stride,
+                                             seed_storage, seed_unit, block_storage, block_unit)
     return seeds, starts, units.sum()
 
 
