@@ -282,21 +282,29 @@ def write_blocks_(x: torch.Tensor, seeds: np.ndarray, block: tuple[int, ...]) ->
 @njit(cache=True, nogil=True, parallel=True)
 def _blocks_in_pieces(storage, seeds, channels, sample_stride, channel_stride, seed_storage, seed_unit,
                       block_storage, block_unit, pieces):
-    """:func:`zero_and_count_blocks` of ``seeds`` in ``pieces`` runs (one per thread), each of whole maps:
-    blocks of one map may overlap, which the count of one run must see. Returns the starts and the count."""
-    per_map, n = seed_storage.shape[0], seeds.shape[0]
+    """:func:`zero_and_count_blocks` of ``seeds`` in ``pieces`` runs of whole maps (:func:`map_runs`), one per
+    thread. Returns the starts and the count."""
+    bounds = map_runs(seeds, seed_storage.shape[0], pieces)
+    starts, units = np.empty(seeds.shape[0], np.int64), np.empty(pieces, np.int64)
+    for piece in prange(pieces):
+        units[piece] = zero_and_count_blocks(storage, seeds, starts, bounds[piece], bounds[piece + 1], channels,
+                                             sample_stride, channel_stride, seed_storage, seed_unit, block_storage,
+                                             block_unit)
+    return starts, units.sum()
+
+
+@njit(cache=True, nogil=True)
+def map_runs(seeds, per_map, pieces):
+    """Bounds of ``pieces`` runs of the sorted ``seeds`` of about equal length, each of whole maps (``per_map``
+    valid positions a map): blocks of one map may overlap, which one run's count must see."""
+    n = seeds.shape[0]
     bounds = np.zeros(pieces + 1, np.int64)
     for piece in range(1, pieces + 1):
         i = max(piece * n // pieces, bounds[piece - 1])
         while 0 < i < n and seeds[i] // per_map == seeds[i - 1] // per_map:  # not inside a map
             i += 1
         bounds[piece] = i
-    starts, units = np.empty(n, np.int64), np.empty(pieces, np.int64)
-    for piece in prange(pieces):
-        units[piece] = zero_and_count_blocks(storage, seeds, starts, bounds[piece], bounds[piece + 1], channels,
-                                             sample_stride, channel_stride, seed_storage, seed_unit, block_storage,
-                                             block_unit)
-    return starts, units.sum()
+    return bounds
 
 
 @njit(cache=True, nogil=True)

@@ -41,17 +41,17 @@ class _DropBlockNd(Regularizer):
                 and _blocks.fusable(x) and F_.draws_blocks_sparsely(x, self.drop_prob, self.block_size, self.exact_rate))
 
     def sparse_draw(self, x, generator=None) -> SparseDrop:
-        if not self.has_sparse_draw(x):
-            return super().sparse_draw(x, generator)
-        draw = self._draw(x, generator, explain=False)
-        return SparseDrop(draw.dropped, None, _blocks.sparse_scale(draw))
+        return self._sparse(x, generator, in_place=False)
 
     def sparse_drop_(self, x, generator=None) -> SparseDrop:
         """The blocks' zeros written in the compiled pass that finds them (ProbDropBlock's, for a float32 or
         float64 ``x``, in the pass that draws the seeds): no second call to write them."""
+        return self._sparse(x, generator, in_place=True)
+
+    def _sparse(self, x, generator, in_place: bool) -> SparseDrop:
         if not self.has_sparse_draw(x):
-            return super().sparse_drop_(x, generator)
-        draw = self._draw(x, generator, explain=False, in_place=True)
+            return super().sparse_draw(x, generator)  # refuses
+        draw = self._draw(x, generator, explain=False, in_place=in_place)
         return SparseDrop(draw.dropped, None, _blocks.sparse_scale(draw))
 
     def extra_repr(self) -> str:

@@ -10,7 +10,7 @@ import torch
 from numba import njit, prange
 
 from . import _blocks
-from ._blocks import zero_and_count_blocks
+from ._blocks import map_runs, zero_and_count_blocks
 from ._checks import check_block_size, check_drop_prob, check_rank
 
 
@@ -183,21 +183,21 @@ def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_s
                    height, width, gamma, key, local, seed_storage, seed_unit, block_storage, block_unit, pieces):
     """:func:`_salient_samples`, then each sample's blocks (:func:`~dropviz.regularizers._blocks.
     zero_and_count_blocks`): their first units' storage offsets, their distinct units counted, zeros written over
-    them, in ``pieces`` runs of samples (one per thread). Returns the flat seeds, the starts in the same order and
-    the count. ``storage`` is the activation's own (float32 or float64), a mask's strides being the
-    activation's; every value is read before a block is written."""
+    them, in ``pieces`` runs of whole maps (one per thread), as :func:`~dropviz.regularizers._blocks.write_blocks_`
+    does. Returns the flat seeds, the starts in the same order and the count. ``storage`` is the activation's
+    own (float32 or float64), a mask's strides being the activation's; every value is read before a block is
+    written."""
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
         counts[sample] = _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride,
                                          column_stride, channels, height, width, gamma, key, local)
-    seeds, ends = _flat_indices(local, counts), np.cumsum(counts)
-    chunks = min(pieces, samples)
-    starts, units = np.empty(seeds.shape[0], np.int64), np.empty(chunks, np.int64)
-    for chunk in prange(chunks):
-        first_sample, end_sample = chunk * samples // chunks, (chunk + 1) * samples // chunks
-        units[chunk] = zero_and_count_blocks(storage, seeds, starts, ends[first_sample] - counts[first_sample],
-                                             ends[end_sample - 1], channels, sample_stride, channel_stride,
-                                             seed_storage, seed_unit, block_storage, block_unit)
+    seeds = _flat_indices(local, counts)
+    bounds = map_runs(seeds, seed_storage.shape[0], pieces)
+    starts, units = np.empty(seeds.shape[0], np.int64), np.empty(pieces, np.int64)
+    for piece in prange(pieces):
+        units[piece] = zero_and_count_blocks(storage, seeds, starts, bounds[piece], bounds[piece + 1], channels,
+                                             sample_stride, channel_stride, seed_storage, seed_unit, block_storage,
+                                             block_unit)
     return seeds, starts, units.sum()
 
 
