@@ -192,6 +192,9 @@ def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_s
         counts[sample] = _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride,
                                          column_stride, channels, height, width, gamma, key, local)
     seeds = _flat_indices(local, counts)
+    # The loop of write_blocks_'s kernel, here again: a prange runs in parallel only in the kernel compiled so
+    # (inlined from a helper it runs serially), and a call to that kernel would not run on the calling thread
+    # in this one's one-thread twin (launch_parallel).
     bounds = map_runs(seeds, seed_storage.shape[0], pieces)
     starts, units = np.empty(seeds.shape[0], np.int64), np.empty(pieces, np.int64)
     for piece in prange(pieces):
