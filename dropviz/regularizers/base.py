@@ -28,6 +28,7 @@ class Regularizer(nn.Module):
     """
 
     drop_prob: float
+    distorts = False  # whether a sparse draw writes values (Disout's distortion) rather than zeros
 
     def stages(self, x: torch.Tensor, generator: torch.Generator | None, explain: bool) -> dict[str, torch.Tensor]:
         """One application. Returns at least ``"output"``; with ``explain`` also ``"mask"`` (1 = kept)
@@ -61,11 +62,18 @@ class Regularizer(nn.Module):
         The same draw, from the same random numbers, as :meth:`forward`. Needs :meth:`has_sparse_draw`."""
         raise ValueError(f"{type(self).__name__} has no sparse draw for this input; call it instead")
 
-    def sparse_drop_(self, x: torch.Tensor, generator: torch.Generator | None = None) -> SparseDrop:
+    def sparse_drop_(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                     relu: bool = False) -> SparseDrop:
         """:meth:`sparse_draw`, its units written into ``x`` in place (0, or ``values``); ``x`` must be dense
-        in its layout. Outside autograd: for the fused ops, which mark ``x`` as changed. A method may do both
-        in one pass."""
-        drop = self.sparse_draw(x, generator)
+        in its layout. Outside autograd: for the fused ops. A method may do both in one pass.
+
+        ``relu=True``: the draw for ``relu(x)``, its zeros written into ``x`` before that ReLU, which keeps them
+        (the same draw and the same ``relu(x)`` after, from the same random numbers). Not for a method that
+        :attr:`distorts`: a ReLU would change its values."""
+        if relu and self.distorts:
+            raise ValueError(f"{type(self).__name__} writes values, not zeros, which a ReLU after would change; "
+                             f"draw on the ReLU's output")
+        drop = self.sparse_draw(x.relu() if relu else x, generator)
         store_at(x, drop.dropped, drop.values)
         return drop
 

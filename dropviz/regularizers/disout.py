@@ -122,6 +122,8 @@ class Disout(Regularizer):
     ``explain`` adds ``"seeds"`` and ``"distortion"`` (the distortion where it is applied, 0 elsewhere).
     """
 
+    distorts = True
+
     def __init__(self, drop_prob: float = 0.1, block_size: int = 6, alpha: float = 1.0, exact_rate: bool = True):
         super().__init__()
         self.drop_prob = check_drop_prob(drop_prob)

@@ -21,7 +21,8 @@ class _DropBlockNd(Regularizer):
         self.share_channels = bool(share_channels)
         self.exact_rate = bool(exact_rate)
 
-    def _draw(self, x, generator, explain, in_place=False) -> _blocks.BlockDraw:
+    def _draw(self, x, generator, explain, in_place=False, relu=False) -> _blocks.BlockDraw:
+        # relu (the draw for relu(x)) changes nothing here: DropBlock's draw reads no values
         return F_.drop_block_draw(x, self.drop_prob, self.block_size, self.share_channels, generator,
                                   self.exact_rate, with_seeds=explain, in_place=in_place)
 
@@ -43,15 +44,16 @@ class _DropBlockNd(Regularizer):
     def sparse_draw(self, x, generator=None) -> SparseDrop:
         return self._sparse(x, generator, in_place=False)
 
-    def sparse_drop_(self, x, generator=None) -> SparseDrop:
+    def sparse_drop_(self, x, generator=None, relu=False) -> SparseDrop:
         """The blocks' zeros written in the compiled pass that finds them (ProbDropBlock's, for a float32 or
-        float64 ``x``, in the pass that draws the seeds): no second call to write them."""
-        return self._sparse(x, generator, in_place=True)
+        float64 ``x``, in the pass that draws the seeds): no second call to write them. With ``relu``, no copy
+        of ``relu(x)`` either: ProbDropBlock reads its salience as ``max(x, 0)``."""
+        return self._sparse(x, generator, in_place=True, relu=relu)
 
-    def _sparse(self, x, generator, in_place: bool) -> SparseDrop:
+    def _sparse(self, x, generator, in_place: bool, relu: bool = False) -> SparseDrop:
         if not self.has_sparse_draw(x):
             return super().sparse_draw(x, generator)  # refuses
-        draw = self._draw(x, generator, explain=False, in_place=in_place)
+        draw = self._draw(x, generator, explain=False, in_place=in_place, relu=relu)
         return SparseDrop(draw.dropped, None, _blocks.sparse_scale(draw))
 
     def extra_repr(self) -> str:
@@ -103,9 +105,9 @@ class ProbDropBlock2d(_DropBlockNd):
     def __init__(self, drop_prob: float = 0.1, block_size: int = 7, exact_rate: bool = True):
         super().__init__(drop_prob, block_size, share_channels=False, exact_rate=exact_rate)
 
-    def _draw(self, x, generator, explain, in_place=False) -> _blocks.BlockDraw:
+    def _draw(self, x, generator, explain, in_place=False, relu=False) -> _blocks.BlockDraw:
         return F_.prob_drop_block_draw(x, self.drop_prob, self.block_size, generator, self.exact_rate,
-                                       with_seeds=explain, in_place=in_place)
+                                       with_seeds=explain, in_place=in_place, relu=relu)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}, block_size={self.block_size}"

@@ -127,34 +127,35 @@ def _valid_salience(x: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     return x.detach()[:, :, kh // 2: h - (kh - 1) // 2, kw // 2: w - (kw - 1) // 2].float().abs()
 
 
-def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float,
-                   generator: torch.Generator | None) -> np.ndarray:
+def _salient_seeds(x: torch.Tensor, block: tuple[int, int], gamma: float, generator: torch.Generator | None,
+                   relu: bool = False) -> np.ndarray:
     """Sorted flat indices (into the valid grid ``(N, C, H-k+1, W-k+1)``) of seeds with ProbDropBlock's rates
     (:func:`salience_seed_rate`), drawn sample by sample (:func:`_salient_sample`) in parallel on torch's
-    threads, reading ``|x|`` from ``x``'s storage: no copy of the salience is made. The random numbers come
-    from one stream per sample keyed by ``generator`` (:func:`_stream_key`), so a draw does not depend on the
-    thread count."""
+    threads, reading ``|x|`` (with ``relu``, ``|relu(x)|``) from ``x``'s storage: no copy of the salience is
+    made. The random numbers come from one stream per sample keyed by ``generator`` (:func:`_stream_key`), so a
+    draw does not depend on the thread count."""
     values = x.detach()
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()
     values = values.contiguous(memory_format=_blocks.memory_format(values))  # a strided view becomes dense
-    return _blocks.launch_parallel(_salient_samples, x.shape[0], *_salient_args(values, block, gamma, generator))
+    return _blocks.launch_parallel(_salient_samples, x.shape[0],
+                                   *_salient_args(values, block, gamma, relu, generator))
 
 
-def _salient_blocks_(x: torch.Tensor, block: tuple[int, int], gamma: float,
-                     generator: torch.Generator | None) -> _blocks.Blocks:
+def _salient_blocks_(x: torch.Tensor, block: tuple[int, int], gamma: float, generator: torch.Generator | None,
+                     relu: bool = False) -> _blocks.Blocks:
     """:func:`_salient_seeds`' seeds as :class:`~dropviz.regularizers._blocks.Blocks`, their zeros written into
     ``x`` (float32 or float64, :func:`~dropviz.regularizers._blocks.fusable`: the salience is read from the
     storage written) in the same compiled call (:func:`_salient_drops`), while each sample's activations are
     still in cache."""
     plan = _blocks._offsets_plan(tuple(x.shape), _blocks.memory_format(x), tuple(block))
-    sample_args = _salient_args(x.detach(), block, gamma, generator)
+    sample_args = _salient_args(x.detach(), block, gamma, relu, generator)
     seeds, starts, count = _blocks.launch_parallel(_salient_drops, x.shape[0], *sample_args, *plan.geometry,
                                                    torch.get_num_threads())
     return _blocks.Blocks(starts, int(count), seeds, plan)
 
 
-def _salient_args(values: torch.Tensor, block: tuple[int, int], gamma: float,
+def _salient_args(values: torch.Tensor, block: tuple[int, int], gamma: float, relu: bool,
                   generator: torch.Generator | None) -> tuple:
     """:func:`_salient_sample`'s arguments after the sample, for a dense float32 or float64 ``values``."""
     (kh, kw), strides = block, values.stride()
@@ -163,7 +164,7 @@ def _salient_args(values: torch.Tensor, block: tuple[int, int], gamma: float,
     per_sample = values.shape[1] * height * width
     # Room for a seed at every position of every sample (only the pages written are ever touched).
     local = np.empty(values.shape[0] * per_sample, _blocks.offset_dtype(per_sample))
-    return (_blocks._storage(values).numpy(), first, *strides, values.shape[1], height, width, gamma,
+    return (_blocks._storage(values).numpy(), first, *strides, values.shape[1], height, width, gamma, relu,
             _stream_key(generator), local)
 
 
@@ -180,7 +181,8 @@ def _salient_samples(samples, *sample_args):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_stride, column_stride, channels,
-                   height, width, gamma, key, local, seed_storage, seed_unit, block_storage, block_unit, pieces):
+                   height, width, gamma, relu, key, local, seed_storage, seed_unit, block_storage, block_unit,
+                   pieces):
     """:func:`_salient_samples`, then each sample's blocks (:func:`~dropviz.regularizers._blocks.
     zero_and_count_blocks`): their first units' storage offsets, their distinct units counted, zeros written over
     them, in ``pieces`` runs of whole maps (one per thread), as :func:`~dropviz.regularizers._blocks.write_blocks_`
@@ -190,7 +192,7 @@ def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_s
     counts = np.empty(samples, np.int64)
     for sample in prange(samples):
         counts[sample] = _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride,
-                                         column_stride, channels, height, width, gamma, key, local)
+                                         column_stride, channels, height, width, gamma, relu, key, local)
     seeds = _flat_indices(local, counts)
     # The loop of write_blocks_'s kernel, here again: a prange runs in parallel only in the kernel compiled so
     # (inlined from a helper it runs serially), and a call to that kernel would not run on the calling thread
@@ -206,7 +208,7 @@ def _salient_drops(samples, storage, first, sample_stride, channel_stride, row_s
 
 @njit(cache=True, nogil=True)
 def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_stride, column_stride, channels,
-                    height, width, gamma, key, local):
+                    height, width, gamma, relu, key, local):
     """One sample's seeds, as indices ``channel * positions + position`` into its own part of ``local``; returns
     their count. Each map's salience sum (:func:`_map_sums`), then, while the sample's activations are still in
     cache, one Bernoulli trial per valid position: a seed where ``u < rate = min(offset + |x| * factor, 1)``,
@@ -220,7 +222,7 @@ def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_s
     per_map = height * width
     per_sample = channels * per_map
     base = first + sample * sample_stride
-    sums = _map_sums(storage, base, channel_stride, row_stride, column_stride, channels, height, width)
+    sums = _map_sums(storage, base, channel_stride, row_stride, column_stride, channels, height, width, relu)
     offsets, factors = np.zeros(channels), np.zeros(channels)
     for m in range(channels):
         if sums[m] > 0.0:
@@ -235,7 +237,8 @@ def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_s
             start = base + (position // width) * row_stride + (position % width) * column_stride
             units, outcomes = storage[start:start + channels], seeded[position * channels:(position + 1) * channels]
             for m in range(channels):
-                outcomes[m] = _seeded(state, np.uint64(m * per_map + position), units[m], offsets[m], factors[m])
+                outcomes[m] = _seeded(state, np.uint64(m * per_map + position), _salience(units[m], relu),
+                                      offsets[m], factors[m])
     else:
         for m in range(channels):
             offset, factor = offsets[m], factors[m]
@@ -243,7 +246,8 @@ def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_s
                 start, index = base + m * channel_stride + row * row_stride, m * per_map + row * width
                 units, outcomes = storage[start:start + width], seeded[index:index + width]
                 for column in range(width):
-                    outcomes[column] = _seeded(state, np.uint64(index + column), units[column], offset, factor)
+                    outcomes[column] = _seeded(state, np.uint64(index + column), _salience(units[column], relu),
+                                               offset, factor)
     seeds = local[sample * per_sample:(sample + 1) * per_sample]
     n_seeds = _seeded_indices(seeded, words, seeds)
     if channel_stride == 1:
@@ -254,8 +258,16 @@ def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_s
 @njit(inline="always")
 def _seeded(state, index, salience, offset, factor):
     """Whether the trial with uniform ``index`` of the stream at ``state`` (:func:`_uniform_at`) seeds, at rate
-    ``min(offset + |salience| * factor, 1)`` (the clip is implicit: a uniform is below 1)."""
-    return _uniform_at(state, index) < offset + abs(np.float64(salience)) * factor
+    ``min(offset + salience * factor, 1)`` (the clip is implicit: a uniform is below 1)."""
+    return _uniform_at(state, index) < offset + salience * factor
+
+
+@njit(inline="always")
+def _salience(value, relu):
+    """ProbDropBlock's salience of a unit, ``|value|`` in float64; with ``relu``, that of ``relu(value)``,
+    ``max(value, 0)``: a ReLU's output read before the ReLU is applied."""
+    value = np.float64(value)
+    return max(value, 0.0) if relu else abs(value)
 
 
 @njit(inline="always")
@@ -291,11 +303,11 @@ def _to_channel_major(seeds, channels, per_map):
 
 
 @njit(cache=True, nogil=True)
-def _map_sums(storage, base, channel_stride, row_stride, column_stride, channels, height, width):
-    """Sum of ``|x|`` over the ``height x width`` valid centres of each channel map of the sample whose first
-    centre is at ``base``, in float64. Storage is read in runs of adjacent units (a position's channels when
-    channels-last, else a row of a map), summed per column first and then over the columns, in the same order
-    for both layouts: the same sums, so the same seeds, either way."""
+def _map_sums(storage, base, channel_stride, row_stride, column_stride, channels, height, width, relu):
+    """Sum of the salience (:func:`_salience`) over the ``height x width`` valid centres of each channel map of the
+    sample whose first centre is at ``base``, in float64. Storage is read in runs of adjacent units (a position's
+    channels when channels-last, else a row of a map), summed per column first and then over the columns, in the
+    same order for both layouts: the same sums, so the same seeds, either way."""
     column_sums = np.zeros((width, channels))
     if channel_stride == 1:
         for row in range(height):
@@ -303,7 +315,7 @@ def _map_sums(storage, base, channel_stride, row_stride, column_stride, channels
                 start = base + row * row_stride + column * column_stride
                 units, sums = storage[start:start + channels], column_sums[column]
                 for channel in range(channels):
-                    sums[channel] += abs(np.float64(units[channel]))
+                    sums[channel] += _salience(units[channel], relu)
     else:  # contiguous: the columns of a row are adjacent
         sums = np.zeros(width)
         for channel in range(channels):
@@ -312,7 +324,7 @@ def _map_sums(storage, base, channel_stride, row_stride, column_stride, channels
                 start = base + channel * channel_stride + row * row_stride
                 units = storage[start:start + width]
                 for column in range(width):
-                    sums[column] += abs(np.float64(units[column]))
+                    sums[column] += _salience(units[column], relu)
             column_sums[:, channel] = sums
     sums = np.zeros(channels)
     for column in range(width):
@@ -485,23 +497,24 @@ def prob_drop_block_mask(x: torch.Tensor, drop_prob: float, block_size: int,
 
 def prob_drop_block_draw(x: torch.Tensor, drop_prob: float, block_size: int,
                          generator: torch.Generator | None = None, exact_rate: bool = True,
-                         with_seeds: bool = False, in_place: bool = False) -> _blocks.BlockDraw:
+                         with_seeds: bool = False, in_place: bool = False, relu: bool = False) -> _blocks.BlockDraw:
     """:func:`prob_drop_block_mask` with the seed map; used by the module.
 
     On the CPU, where the blocks cover little, the seeds are drawn sample by sample in one compiled pass
     (:func:`_salient_seeds`) that reads the salience from ``x`` itself and keeps only the seeds' indices: no
     tensor of rates or uniforms is made. Elsewhere the rates of the whole grid go to DropBlock's dense sampler.
     ``in_place`` writes the blocks' zeros into ``x`` (a sparse draw into a dense ``x`` only, outside autograd:
-    for the fused ops); for float32 and float64 in the pass that draws the seeds."""
+    for the fused ops); for float32 and float64 in the pass that draws the seeds. ``relu``: the draw for
+    ``relu(x)`` (the salience read as ``max(x, 0)``), as the fused op before a ReLU needs."""
     check_rank(x, (4,), "(N, C, H, W)")
     block, gamma = block_seed_rate(x, drop_prob, block_size, exact_rate)
     if _blocks.sparse_blocks_ok(x, gamma, block):
         if in_place and not with_seeds and x.dtype in (torch.float32, torch.float64) and _blocks.fusable(x):
-            return _blocks.BlockDraw(tuple(x.shape), None, _salient_blocks_(x, block, gamma, generator), None)
-        seeds = _salient_seeds(x, block, gamma, generator)
+            return _blocks.BlockDraw(tuple(x.shape), None, _salient_blocks_(x, block, gamma, generator, relu), None)
+        seeds = _salient_seeds(x, block, gamma, generator, relu)
         dropped, seed_map = _blocks.expand_seed_index(seeds, tuple(x.shape), block, x, with_seeds, in_place=in_place)
         return _blocks.BlockDraw(tuple(x.shape), None, dropped, seed_map)
-    rates = salience_seed_rate(x, drop_prob, block_size, exact_rate)
+    rates = salience_seed_rate(x.relu() if relu else x, drop_prob, block_size, exact_rate)
     return _blocks.draw_block_mask(x, rates, block, False, generator, "dense", with_seeds, in_place=in_place)
 
 

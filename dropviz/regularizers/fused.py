@@ -4,9 +4,11 @@
 Any renormalising mask as an op of its own costs two passes over the activation (``x * scale`` forward,
 the same on the gradient), a few percent of a ResNet training step on the CPU whatever the mask. Fused:
 
-- after a ReLU (:func:`relu_then_drop`): the dropped units are written into the ReLU's output, and ReLU's
-  own backward (gradient where the output is positive) already gives them no gradient; the scale goes to
-  the caller, who folds it into the next linear op (``conv(scale * h, W) == conv(h, scale * W)``).
+- after a ReLU (:func:`relu_then_drop`): the dropped units are zeros written before the ReLU (the draw is the
+  one for its output), and ReLU's own backward (gradient where the output is positive) gives them no gradient:
+  no op of ours in the graph. The scale goes to the caller, who folds it into the next linear op
+  (``conv(scale * h, W) == conv(h, scale * W)``). Disout's values, which a ReLU would change, are written
+  after it, by an autograd function that also cuts their gradient.
 - before a residual addition and ReLU (:func:`drop_add_relu`): the units are written into the branch's output
   and the scale is the addition's ``alpha``; the backward scales the branch's gradient in the one pass it
   needs anyway to differ from the shortcut's.
@@ -21,24 +23,22 @@ from . import _blocks
 from .base import Regularizer
 
 
-class _ReLUThenDrop(torch.autograd.Function):
+class _ReLUThenDistort(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, regularizer, generator):
         h = z.relu_()
         ctx.mark_dirty(z)
-        drop = regularizer.sparse_drop_(h, generator)  # after the ReLU: the draw may read its output
-        ctx.distorted = drop.values is not None
+        drop = regularizer.sparse_drop_(h, generator)  # after the ReLU: the draw reads its output
         ctx.save_for_backward(h)
-        ctx.dropped = drop.dropped if ctx.distorted else None  # an index: no autograd state
+        ctx.dropped = drop.dropped  # an index: no autograd state
         return h, drop.scale  # a Python number: no gradient, and multiplying by it is the cheaper op
 
     @staticmethod
     def backward(ctx, grad, _):
         (h,) = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, h, 0)
-        if ctx.distorted:  # written values may be positive; they are constants all the same
-            grad = grad.contiguous(memory_format=_blocks.memory_format(h))
-            _blocks.store_at(grad, ctx.dropped, None)
+        grad = grad.contiguous(memory_format=_blocks.memory_format(h))
+        _blocks.store_at(grad, ctx.dropped, None)  # written values may be positive; they are constants all the same
         return grad, None, None
 
 
@@ -47,7 +47,13 @@ def relu_then_drop(z: torch.Tensor, regularizer: Regularizer,
     """``regularizer(relu(z)) == scale * h``: returns ``h`` (``z``'s storage, ReLU applied in place as
     ``nn.ReLU(inplace=True)`` does) and ``scale`` (a float) for the caller to fold into the next op.
     Needs ``regularizer.has_sparse_draw(z)``."""
-    return _ReLUThenDrop.apply(z, regularizer, generator)
+    if regularizer.distorts:
+        return _ReLUThenDistort.apply(z, regularizer, generator)
+    # Zeros written into z behind autograd's back, then torch's ReLU: it saves its output, zeros included (saved-
+    # tensor hooks too see them), and its backward gates the gradient on it. Had z's producer saved its output,
+    # the in-place ReLU's version check would refuse the backward, as for any in-place op.
+    scale = regularizer.sparse_drop_(z.detach(), generator, relu=True).scale
+    return z.relu_(), scale
 
 
 class _DropAddReLU(torch.autograd.Function):

@@ -9,7 +9,8 @@ from torch import nn
 
 from dropviz.models import Block, build_model
 from dropviz.models import resnet
-from dropviz.regularizers import Disout, DropBlock2d, DropBlock3d, DropPath, Dropout, ProbDropBlock2d, _blocks
+from dropviz.regularizers import (Disout, DropBlock2d, DropBlock3d, DropPath, Dropout, ProbDropBlock2d, Regularizer,
+                                  _blocks)
 from dropviz.regularizers.fused import drop_add_relu, relu_then_drop
 
 torch.set_num_threads(1)
@@ -116,6 +117,24 @@ def test_fused_blocks_train_exactly_as_the_modules(name, model_name, layout, mon
         assert not all(_close(others[key], theirs[key]) for key in theirs)
 
 
+@pytest.mark.parametrize("name", ["probdropblock", "disout"])
+def test_fused_blocks_keep_their_gradients_under_saved_tensor_hooks(name):
+    """Saved-tensor hooks (activation offloading, checkpointing) pack a tensor when autograd saves it, so what
+    a fused op writes after that would be missing from the gradient's inputs: a copy at packing time stands in
+    for them. The gradients stay the modules'."""
+    fused = build_model("resnet20", regularizer=name, params={"drop_prob": 0.1}).to(
+        torch.float64, memory_format=torch.channels_last).train()
+    unfused = copy.deepcopy(fused)
+    for block in unfused.modules():
+        if isinstance(block, Block):
+            block.fuse_regularizers = False
+    with torch.autograd.graph.saved_tensors_hooks(lambda saved: saved.clone(), lambda packed: packed):
+        _, grads, _ = _step(fused, seed=1, layout=torch.channels_last)
+    _, reference, _ = _step(unfused, seed=1, layout=torch.channels_last)
+    for key in reference:
+        assert _close(grads[key], reference[key]), key
+
+
 def test_drop_add_relu_refuses_a_branch_whose_output_its_producer_needs():
     """The branch's dropped units are written in place; autograd stops a producer that saved its output."""
     z = torch.randn(2, 3, 8, 8, requires_grad=True)
@@ -147,28 +166,50 @@ def test_fused_ops_refuse_tensors_that_are_not_dense():
 @pytest.mark.parametrize("name", SPARSE_DRAWERS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_a_sparse_drop_in_place_is_the_sparse_draw_written(name, dtype, channels_last):
+@pytest.mark.parametrize("relu", [False, True])
+def test_a_sparse_drop_in_place_is_the_sparse_draw_written(name, dtype, channels_last, relu):
     """``sparse_drop_`` writes into ``x`` exactly the units (and values) ``sparse_draw`` gives from the same
     random numbers, with the same scale: ProbDropBlock in one compiled pass for float32 and float64, every
-    other case by the draw and a write. On 1 and 3 threads: the pass splits the samples among them."""
+    other case by the draw and a write. On 1 and 3 threads: the pass splits the samples among them.
+    With ``relu`` it is the draw for ``relu(x)`` (ProbDropBlock's salience read as ``max(x, 0)``; half of
+    ``x`` is negative, where ``|x|`` would seed): ``relu`` of what it writes is ``relu(x)`` with that draw's
+    zeros. Disout, whose values a ReLU would change, refuses it."""
     make, shape = SPARSE_DRAWERS[name]
     module = make().train()
     x = torch.randn((16, *shape[1:]), dtype=dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    if relu and module.distorts:
+        with pytest.raises(ValueError, match="ReLU"):
+            module.sparse_drop_(x.clone(), relu=True)
+        return
+    drawn_on = x.relu() if relu else x
     before = torch.get_num_threads()
     try:
         for threads in (1, 3):
             torch.set_num_threads(threads)
-            drop = module.sparse_draw(x, torch.Generator().manual_seed(5))
+            drop = module.sparse_draw(drawn_on, torch.Generator().manual_seed(5))
             written = x.clone()
             assert written.stride() == x.stride()
-            in_place = module.sparse_drop_(written, torch.Generator().manual_seed(5))
+            in_place = module.sparse_drop_(written, torch.Generator().manual_seed(5), relu=relu)
             assert in_place.scale == drop.scale and drop.dropped.numel() > 0
             assert torch.equal(_blocks.unit_offsets(in_place.dropped), _blocks.unit_offsets(drop.dropped))
-            assert torch.equal(written, _written(x, drop))
+            assert torch.equal(written.relu() if relu else written, _written(drawn_on, drop))
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_default_in_place_draw_before_a_relu_is_the_compiled_one():
+    """``Regularizer.sparse_drop_``, the default for methods without a pass of their own, draws for
+    ``relu(x)`` on a copy; DropBlock's and ProbDropBlock's compiled passes give the same units and writes."""
+    x = torch.randn(16, 6, 12, 12)
+    for module in (DropBlock2d(0.2, 3).train(), ProbDropBlock2d(0.2, 3).train()):
+        by_default, compiled = x.clone(), x.clone()
+        default = Regularizer.sparse_drop_(module, by_default, torch.Generator().manual_seed(2), relu=True)
+        own = module.sparse_drop_(compiled, torch.Generator().manual_seed(2), relu=True)
+        assert default.scale == own.scale
+        assert torch.equal(_blocks.unit_offsets(default.dropped), _blocks.unit_offsets(own.dropped))
+        assert torch.equal(by_default, compiled) and (compiled != x).any()
 
 
 def test_blocks_are_written_in_place_only_where_they_can_be():
