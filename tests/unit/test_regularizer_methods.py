@@ -456,6 +456,18 @@ def test_probdropblock_sparse_draw_reads_any_float_dtype_and_strided_views():
         assert torch.equal(units(same), want)
 
 
+@pytest.mark.parametrize("drop_prob, block_size", [(0.2, 3), (0.9, 7)])  # the sparse and the dense sampler
+def test_probdropblock_draw_for_a_relu_is_the_draw_on_its_output(drop_prob, block_size):
+    """``relu=True`` reads the salience as ``max(x, 0)``: the blocks drawn on ``relu(x)``, not on ``|x|``."""
+    x = randn(8, 4, 12, 12)
+    def keep(values, **relu):
+        draw = F_.prob_drop_block_draw(values, drop_prob, block_size, torch.Generator().manual_seed(4), **relu)
+        return _blocks.keep_mask(draw, x)
+    assert F_.draws_blocks_sparsely(x, drop_prob, block_size) == (drop_prob == 0.2)
+    assert torch.equal(keep(x, relu=True), keep(x.relu()))
+    assert not torch.equal(keep(x), keep(x.relu()))
+
+
 @njit
 def _stream_uniforms(n, key):
     """The first ``n`` uniforms of a stream, each found directly and stepped to."""
