@@ -211,10 +211,11 @@ def _salient_sample(sample, storage, first, sample_stride, channel_stride, row_s
                     height, width, gamma, relu, key, local):
     """One sample's seeds, as indices ``channel * positions + position`` into its own part of ``local``; returns
     their count. Each map's salience sum (:func:`_map_sums`), then, while the sample's activations are still in
-    cache, one Bernoulli trial per valid position: a seed where ``u < rate = min(offset + |x| * factor, 1)``,
-    ``offset`` and ``factor`` being 0 and ``gamma / mean`` (``gamma`` and 0 for an all-zero map), so the mean
-    rate over a map is ``gamma``. Position ``i`` of the sample (in the order of the indices) takes uniform ``i``
-    of the sample's stream (:func:`_uniform_at`) whatever the layout, so both layouts give the same seeds.
+    cache, one Bernoulli trial per valid position: a seed where ``u < rate = min(offset + s * factor, 1)``, ``s``
+    the salience (:func:`_salience`: ``|x|``, or ``max(x, 0)`` with ``relu``), ``offset`` and ``factor`` being 0
+    and ``gamma / mean`` (``gamma`` and 0 for an all-zero map), so the mean rate over a map is ``gamma``.
+    Position ``i`` of the sample (in the order of the indices) takes uniform ``i`` of the sample's stream
+    (:func:`_uniform_at`) whatever the layout, so both layouts give the same seeds.
 
     Every position is tried: a trial is a few vector instructions, and the salience pass reads every position
     anyway. (A thinning walk that tried only candidates drawn at each map's peak rate cost as much on 16x16 maps
