@@ -4,8 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dropviz.regularizers import REGISTRY
-from dropviz.ui.controls import (CONTROL_WIDTH, seed_control, share_link, shared_controls,
-                                 warn_unusable_url_value)
+from dropviz.ui.controls import seed_control, share_link, shared_controls, warn_unusable_url_value
 from dropviz.ui.image_input import image_sidebar
 from dropviz.ui.panels import visualize_comparison, visualize_drop_rate
 
@@ -16,9 +15,8 @@ picked, x = image_sidebar(key="")
 warn_unusable_url_value("methods", options=[spec.display_name for spec in REGISTRY.values()])
 # One row that wraps on a narrow page instead of squeezing the buttons.
 with st.container(horizontal=True, vertical_alignment="bottom"):
-    names = st.multiselect("Methods", list(REGISTRY), default=list(REGISTRY), key="methods",
-                           format_func=lambda name: REGISTRY[name].display_name, bind="query-params", wrap=True,
-                           width=2 * CONTROL_WIDTH)
+    names = st.pills("Methods", list(REGISTRY), selection_mode="multi", default=list(REGISTRY), key="methods",
+                     format_func=lambda name: REGISTRY[name].display_name, bind="query-params", wrap=True)
     seed = seed_control(key="")
     share_link()
 if not names:

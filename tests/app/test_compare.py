@@ -55,7 +55,7 @@ def test_the_controls_are_the_union_of_the_chosen_methods_parameters(app_env):
     at = compare(methods=["Dropout", "DropBlock"])
     assert [s.key for s in at.slider] == ["drop_prob", "block_size"]
     assert len(at.dataframe[0].value) == 2
-    at.multiselect(key="methods").set_value(["dropout", "dropcluster"]).run()
+    at.pills(key="methods").set_value(["dropout", "dropcluster"]).run()
     assert [s.key for s in at.slider] == ["drop_prob", "n_clusters"]
 
 
@@ -75,7 +75,7 @@ def test_drop_rate_plot_measures_our_dropblock_and_its_peers(app_env):
 
 def test_choosing_no_method_says_so(app_env):
     at = compare()
-    at.multiselect(key="methods").set_value([]).run()
+    at.pills(key="methods").set_value([]).run()
     assert not at.exception and "Choose at least one method" in at.info[0].value
 
 
