@@ -38,6 +38,32 @@ def test_image_folder_reads_classes_from_subfolders_and_resizes(folder):
     assert len(load_split("imagefolder", "test", folder)) == 4
 
 
+def _pillow_rgb32(path) -> torch.Tensor:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im = im if im.size == (32, 32) else im.resize((32, 32), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+
+
+def test_jpeg_batches_decode_as_pillow_does_and_a_bad_file_is_named(tmp_path, monkeypatch):
+    # JPEGs are decoded many to a call by torchvision; the images must be Pillow's, pixel for pixel, whatever the
+    # mode, size or format beside them, and a broken file must still be named
+    monkeypatch.setattr(datasets, "DECODE_CHUNK", 3)
+    rng = np.random.default_rng(1)
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    images = {"0.jpg": (32, 32, 3), "1.jpeg": (32, 32), "2.png": (32, 32, 3), "3.jpg": (40, 24, 3), "4.JPG": (32, 32, 3)}
+    for name, shape in images.items():
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(tmp_path / "train" / "a" / name, quality=75)
+    expected = torch.stack([_pillow_rgb32(tmp_path / "train" / "a" / name) for name in sorted(images)])
+    assert torch.equal(load_split("imagefolder", "train", tmp_path).images, expected)
+
+    broken = tmp_path / "train" / "a" / "5.jpg"
+    broken.write_bytes((tmp_path / "train" / "a" / "0.jpg").read_bytes()[:200])
+    with pytest.raises(DatasetError, match="cannot read image .*5.jpg"):
+        load_split("imagefolder", "train", tmp_path)
+
+
 def test_subsets_are_seeded(folder):
     a, b = load_split("imagefolder", "train", folder, limit=5, seed=1), load_split("imagefolder", "train", folder, limit=5, seed=1)
     assert len(a) == 5 and torch.equal(a.images, b.images)
