@@ -21,29 +21,30 @@ import time
 from contextlib import nullcontext
 
 import torch
-from torch import nn
 
 from dropviz.models import build_model, regularizers
 from dropviz.regularizers import LinearScheduler
-from dropviz.train.engine import keep_freed_memory
+from dropviz.train.engine import LossStep, compile_step, keep_freed_memory, make_optimizer
 from dropviz.train.config import regularizer_names
 
 
-def make_step(name: str, device: torch.device, batch_size: int):
+def make_step(name: str, device: torch.device, batch_size: int, compile: bool = False):
     torch.manual_seed(0)
     model = build_model("resnet20", regularizer=name).to(device, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optimizer = make_optimizer(model, lr=0.05, weight_decay=5e-4, device=device)
+    loss_step = compile_step(LossStep(model), device) if compile else LossStep(model)
     # Held at the full rate (the end of the ramp, and `--schedule constant`): a ramp from 0 over a short
     # benchmark would time near-empty masks. The scheduler still steps, as in training.
     schedules = [LinearScheduler(m, m.drop_prob, m.drop_prob, 1) for m in regularizers(model)]
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,), device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
+        if compile:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
-            loss, _ = model.loss(x, y, loss_fn)
+            loss, _ = loss_step(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -96,11 +97,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="torch.compile each model's step, as the training "
+                        "command's --compile does (CUDA graphs on a GPU); compiling takes a minute or so per model")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
         keep_freed_memory()
-    steps = {name: make_step(name, device, args.batch_size) for name in regularizer_names()}
+    steps = {name: make_step(name, device, args.batch_size, args.compile) for name in regularizer_names()}
     for step in steps.values():
         timed(step, args.warmup, device)
     seconds = {name: [] for name in steps}
@@ -108,7 +111,7 @@ def main() -> None:
         for name, step in steps.items():
             seconds[name].append(timed(step, 1, device))
     print(f"ResNet-20 training steps, batch {args.batch_size}, {device} ({torch.get_num_threads()} threads), "
-          f"{args.steps} rounds")
+          f"{args.steps} rounds{', compiled' if args.compile else ''}")
     on_cpu = device.type == "cpu"
     print(f"{'regularizer':<14} {'images/s':>9} {'overhead vs none':>17} {'95% interval':>18}"
           + (f"  goal <{CPU_GOAL:.0%}" if on_cpu else ""))

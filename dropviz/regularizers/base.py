@@ -29,6 +29,11 @@ class Regularizer(nn.Module):
 
     drop_prob: float
     distorts = False  # whether a sparse draw writes values (Disout's distortion) rather than zeros
+    # Whether a compiled step with this method can be replayed as a CUDA graph (torch.compile's mode
+    # "reduce-overhead"): True only where that ran. On an H100 DropBlock, ProbDropBlock and Disout failed to
+    # record (inductor: "storage data ptrs are not allocated in pool"), and DropCluster, which keeps recent
+    # activations to refit its clusters, read a graph output that the next replay had overwritten.
+    cuda_graphs = False
 
     def stages(self, x: torch.Tensor, generator: torch.Generator | None, explain: bool) -> dict[str, torch.Tensor]:
         """One application. Returns at least ``"output"``; with ``explain`` also ``"mask"`` (1 = kept)

@@ -30,6 +30,8 @@ class Dropout(Regularizer):
     """Inverted dropout (Srivastava et al. 2014): each unit kept with probability ``1 - drop_prob``,
     kept units scaled by ``1 / (1 - drop_prob)`` so the expectation is unchanged. Any input shape."""
 
+    cuda_graphs = True
+
     def __init__(self, drop_prob: float = 0.1):
         super().__init__()
         self.drop_prob = check_drop_prob(drop_prob)

@@ -12,6 +12,8 @@ class DropPath(Regularizer):
     branches are scaled by ``1 / (1 - drop_prob)`` so the expectation is unchanged. Accepts any tensor with
     a leading batch dimension; ``explain``'s ``"mask"`` is broadcast to the input's shape."""
 
+    cuda_graphs = True
+
     def __init__(self, drop_prob: float = 0.1, mode: str = "row"):
         super().__init__()
         self.drop_prob = check_drop_prob(drop_prob)

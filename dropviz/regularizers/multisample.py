@@ -23,6 +23,8 @@ class MultiSampleDropout(Regularizer):
     ``explain`` gives ``"input"``, ``"mask"`` (sample 1), ``"mask_2"`` ... ``"mask_n"`` and ``"output"``.
     """
 
+    cuda_graphs = True
+
     def __init__(self, head: nn.Module, n_samples: int = 8, drop_prob: float = 0.5):
         super().__init__()
         self.head = head

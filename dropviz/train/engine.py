@@ -46,7 +46,7 @@ class Cancelled(Exception):
     pass
 
 
-class _LossStep(nn.Module):
+class LossStep(nn.Module):
     """``(x, y) -> (loss, logits)`` as one forward, so DistributedDataParallel sees the whole step."""
 
     def __init__(self, model: nn.Module):
@@ -142,6 +142,30 @@ def distributed(device: str = "auto") -> tuple[int, int]:
     return dist.get_rank(), world_size
 
 
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.SGD:
+    """Nesterov SGD with momentum 0.9; on CUDA its fused kernel, one launch for all the parameters where the
+    default takes several per group of them (a ResNet-20 step at batch 512 on an H100: 10.8 -> 10.4 ms eager,
+    4.8 -> 4.1 ms as CUDA graphs)."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
+                           fused=device.type == "cuda")
+
+
+def replays_as_cuda_graphs(step_module: nn.Module, device: torch.device, world_size: int = 1) -> bool:
+    """Whether :func:`compile_step` records ``step_module`` as CUDA graphs: on one GPU, where every regularizer
+    in it can be replayed so (its ``cuda_graphs``). Not under DistributedDataParallel, whose gradient buckets
+    split the graph around collectives."""
+    return device.type == "cuda" and world_size == 1 and all(m.cuda_graphs for m in regularizers(step_module))
+
+
+def compile_step(step_module: nn.Module, device: torch.device, world_size: int = 1) -> nn.Module:
+    """``torch.compile`` of a training step, as CUDA graphs (mode ``reduce-overhead``) where
+    :func:`replays_as_cuda_graphs`. A ResNet-20 step is a few hundred small kernels whose launches the host
+    cannot keep up with: at batch 512 on an H100 it took 10.8 ms eager, 12.3 ms compiled in the default mode
+    (still one launch per kernel) and 4.8 ms replayed as a graph."""
+    graphs = replays_as_cuda_graphs(step_module, device, world_size)
+    return torch.compile(step_module, mode="reduce-overhead" if graphs else None)
+
+
 def train_run(runs_dir: str | Path, run_id: str, progress: bool | None = None) -> str:
     """Run (or continue, from its last checkpoint) the registered run ``run_id``; return its final status.
 
@@ -208,13 +232,12 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
                         regularizer=config.regularizer, params=config.params,
                         dropcluster_after=config.dropcluster_after)
     model = model.to(device, memory_format=torch.channels_last)
-    step_module = _LossStep(model)
+    step_module = LossStep(model)
     if world_size > 1:
         step_module = nn.parallel.DistributedDataParallel(step_module)
     if config.compile:  # the step only: checkpoints and evaluation keep the plain model
-        step_module = torch.compile(step_module)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, nesterov=True,
-                                weight_decay=config.weight_decay)
+        step_module = compile_step(step_module, device, world_size)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay, device)
     steps_per_epoch = len(train_batches)
     total_steps = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps))
@@ -245,6 +268,8 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
         epoch_n = window_n = 0
         window_start = time.perf_counter()
         for x, y in train_batches.epoch(epoch):
+            if config.compile:  # a new step for CUDA graphs: the last step's outputs may now be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 loss, logits = step_module(x, y)
             optimizer.zero_grad(set_to_none=True)
