@@ -25,7 +25,8 @@ import torch
 from dropviz.train import RunsDB
 
 SHARED_COPY = Path.home() / ".cache" / "dropviz" / "data" / "cifar10-jpeg"  # where `make test` extracts it
-GPU_GOAL = (0.91, ["--device", "cuda", "--epochs", "30", "--batch-size", "512", "--lr", "0.4"])
+# On an H100 this reached 87.9% on the shared JPEG copy, 62.5 s from launch (README, Benchmarks, "On a GPU").
+GPU_GOAL = (0.91, ["--device", "cuda", "--compile", "--epochs", "60", "--batch-size", "1024", "--lr", "0.8"])
 CPU_CHECK = (0.25, ["--device", "cpu", "--epochs", "3", "--limit-train", "4000", "--limit-test", "1000"])
 
 

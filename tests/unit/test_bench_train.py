@@ -1,8 +1,12 @@
-"""The statistics `bench/train.py` reports its overheads with (the README's speed claims rest on them)."""
+"""The statistics `bench/train.py` reports its overheads with (the README's speed claims rest on them), and
+`bench/step_modes.py`'s table."""
 import importlib.util
 import math
+import os
 import random
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +55,14 @@ def test_verdict_reads_the_interval_against_the_goal(low, high, expected):
 def test_median_is_the_sample_median():
     values = [0.9, 1.3, 1.1, 1.0]
     assert bench_train.median_interval(values)[0] == statistics.median(values)
+
+
+def test_step_modes_prints_each_batch_size_with_its_ratio_to_eager():
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "step_modes.py"), "--device", "cpu",
+                           "--modes", "eager", "--batch-size", "8", "16", "--images", "64", "--steps", "2",
+                           "--warmup", "1"],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("eager")]
+    assert [(row[1], row[-1]) for row in rows] == [("8", "1.00"), ("16", "1.00")]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)

@@ -52,7 +52,8 @@ def test_jpeg_batches_decode_as_pillow_does_and_a_bad_file_is_named(tmp_path, mo
     rng = np.random.default_rng(1)
     (tmp_path / "train" / "a").mkdir(parents=True)
     (tmp_path / "test" / "a").mkdir(parents=True)
-    images = {"0.jpg": (32, 32, 3), "1.jpeg": (32, 32), "2.png": (32, 32, 3), "3.jpg": (40, 24, 3), "4.JPG": (32, 32, 3)}
+    images = {"0.jpg": (32, 32, 3), "1.jpeg": (32, 32), "2.png": (32, 32, 3), "3.jpg": (40, 24, 3),
+              "4.JPG": (32, 32, 3)}
     for name, shape in images.items():
         Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(tmp_path / "train" / "a" / name, quality=75)
     expected = torch.stack([_pillow_rgb32(tmp_path / "train" / "a" / name) for name in sorted(images)])
