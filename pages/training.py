@@ -24,7 +24,7 @@ READ_ONLY = readonly()
 FORM_LABELS = {"model": "Model", "dataset": "Dataset", "data_dir": "Data folder", "regularizer": "Regularizer",
                "dropcluster_after": "DropCluster after", "schedule": "drop_prob schedule", "epochs": "Epochs",
                "batch_size": "Batch size", "lr": "Learning rate", "limit_train": "Training images",
-               "limit_test": "Test images", "device": "Device", "seed": "Seed",
+               "limit_test": "Test images", "device": "Device", "seed": "Seed", "compile": "Compile the step",
                **{param.name: param.label for spec in REGISTRY.values() for param in spec.params}}
 
 st.title("Training")
@@ -88,12 +88,16 @@ def launch_form() -> None:
                                     key="train_limit_test")
     device = left.selectbox(FORM_LABELS["device"], DEVICES, key="train_device")
     seed = left.number_input(FORM_LABELS["seed"], 0, 2**31 - 1, 0, key="train_seed")
+    compile_step = left.checkbox(FORM_LABELS["compile"], key="train_compile",
+                                 help="torch.compile the training step: on a GPU the fast way (CUDA graphs with no "
+                                      "regularizer, Dropout, DropPath or Multi-Sample Dropout), after 20-30 s of "
+                                      "compiling; on the CPU slower than without")
     if st.button("Launch run", type="primary", disabled=READ_ONLY, key="train_launch", icon=":material/play_arrow:"):
         config = RunConfig(model=model, dataset=dataset, data_dir=None if dataset == "digits" else folder,
                            regularizer=regularizer, params=params, dropcluster_after=dropcluster_after,
                            schedule=schedule, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                            seed=int(seed), device=device, limit_train=int(limit_train) or None,
-                           limit_test=int(limit_test) or None)
+                           limit_test=int(limit_test) or None, compile=compile_step)
         try:
             run_id = manager.launch(config, FORM_LABELS)
         except (ConfigError, ReadOnlyError) as error:

@@ -48,9 +48,15 @@ def progress(run: dict[str, Any], now: float | None = None) -> tuple[float, floa
     return fraction, elapsed / done * (total - done)  # a resumed run restarts the clock: a rough figure
 
 
+def device_text(run: dict[str, Any]) -> str:
+    """Where the run trains (once its worker has said) and whether its step is compiled: ``cuda, compiled``."""
+    compiled = json.loads(run["config"]).get("compile")  # absent from configs stored before it existed
+    return ", ".join(part for part in (run.get("device"), "compiled" if compiled else None) if part)
+
+
 def runs_table(db: RunsDB, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per run for a table: label, status (with how long a live worker has been silent, past
-    ``STALE_HEARTBEAT_S``), progress, epochs, last test accuracy, ETA, device."""
+    ``STALE_HEARTBEAT_S``), progress, epochs, last test accuracy, ETA, device (and whether compiled)."""
     rows = []
     for run in runs:
         fraction, eta = progress(run)
@@ -60,7 +66,7 @@ def runs_table(db: RunsDB, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any
         rows.append({"run": run_label(run), "status": status, "progress": fraction,
                      "epoch": f"{run['epoch']}/{run['epochs']}",
                      "test acc": epochs[-1]["test_acc"] if epochs else None,
-                     "ETA": duration(eta) if eta is not None else "", "device": run.get("device") or "",
+                     "ETA": duration(eta) if eta is not None else "", "device": device_text(run),
                      "id": run["id"]})
     return rows
 

@@ -95,7 +95,21 @@ def test_dropcluster_place_is_chosen_among_the_models_layers_and_launched(runs_d
     [run] = RunsDB(runs_dir).runs()
     config = json.loads(run["config"])
     chosen = config["model"], config["regularizer"], config["dropcluster_after"]
-    assert chosen == ("resnet18", "dropcluster", "stage3")
+    assert chosen == ("resnet18", "dropcluster", "stage3") and config["compile"] is False
+
+
+def test_a_run_launched_with_compile_checked_compiles_its_step(runs_dir, monkeypatch):
+    monkeypatch.setattr(JobManager, "_spawn", lambda self, run_id: None)  # queue the run, start no worker
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT_S).run()
+    at.selectbox(key="train_dataset").set_value("digits")
+    at.checkbox(key="train_compile").check()
+    at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    [run] = RunsDB(runs_dir).runs()
+    assert json.loads(run["config"])["compile"] is True
+    assert at.dataframe[0].value["device"].tolist() == ["compiled"]  # queued: no device yet
+    RunsDB(runs_dir).update_run(run["id"], device="cuda")
+    assert at.run().dataframe[0].value["device"].tolist() == ["cuda, compiled"]
 
 
 def test_read_only_dashboard_says_so_and_disables_actions(runs_dir, monkeypatch):
