@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from contextlib import nullcontext
-
 import torch
 
 from dropviz.data.datasets import Batches, ImageData
 from dropviz.models import build_model
-from dropviz.train.engine import LossStep, lr_factor, make_optimizer
+from dropviz.train.engine import LossStep, batch_sums, lr_factor, make_optimizer, mixed_precision, training_step
 
 MODES = {"eager": None, "compiled": "default", "graphs": "reduce-overhead"}
 
@@ -34,7 +32,7 @@ def step_seconds(mode: str, regularizer: str, batches: Batches, steps: int, warm
         loss_step = torch.compile(loss_step, mode=MODES[mode])
     optimizer = make_optimizer(model, lr=0.1, weight_decay=5e-4, device=device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 10 * (steps + warmup)))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = mixed_precision(device)
     sums = torch.zeros(2, device=device)
     batch_stream = (batch for epoch in range(10**6) for batch in batches.epoch(epoch))
 
@@ -43,14 +41,9 @@ def step_seconds(mode: str, regularizer: str, batches: Batches, steps: int, warm
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _, (x, y) in zip(range(n), batch_stream):
-            torch.compiler.cudagraph_mark_step_begin()
-            with autocast:
-                loss, logits = loss_step(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, logits = training_step(loss_step, optimizer, x, y, autocast, compiled=MODES[mode] is not None)
             scheduler.step()
-            sums.add_(torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float()]))
+            sums.add_(batch_sums(loss, logits, y))
         sums.tolist()  # the engine's host sync when it logs
         return (time.perf_counter() - start) / n
 

@@ -18,13 +18,13 @@ import argparse
 import math
 import statistics
 import time
-from contextlib import nullcontext
 
 import torch
 
 from dropviz.models import build_model, regularizers
 from dropviz.regularizers import LinearScheduler
-from dropviz.train.engine import LossStep, compile_step, keep_freed_memory, make_optimizer
+from dropviz.train.engine import (LossStep, compile_step, keep_freed_memory, make_optimizer, mixed_precision,
+                                  training_step)
 from dropviz.train.config import regularizer_names
 
 
@@ -38,16 +38,10 @@ def make_step(name: str, device: torch.device, batch_size: int, compile: bool = 
     schedules = [LinearScheduler(m, m.drop_prob, m.drop_prob, 1) for m in regularizers(model)]
     x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,), device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = mixed_precision(device)
 
     def step() -> None:
-        if compile:
-            torch.compiler.cudagraph_mark_step_begin()
-        with autocast:
-            loss, _ = loss_step(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(loss_step, optimizer, x, y, autocast, compile)
         for schedule in schedules:
             schedule.step()
 

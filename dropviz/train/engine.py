@@ -166,6 +166,31 @@ def compile_step(step_module: nn.Module, device: torch.device, world_size: int =
     return torch.compile(step_module, mode="reduce-overhead" if graphs else None)
 
 
+def mixed_precision(device: torch.device):
+    """The training step's autocast: bf16 on CUDA, none elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def training_step(step_module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                  autocast, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update: ``step_module``'s loss and logits under ``autocast``, backward, optimizer step; returns the
+    loss (detached) and the logits. ``compiled`` marks a new step for CUDA graphs first: from then on the last
+    step's outputs may be overwritten."""
+    if compiled:
+        torch.compiler.cudagraph_mark_step_begin()
+    with autocast:
+        loss, logits = step_module(x, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits
+
+
+def batch_sums(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[loss * n, correct]`` of a batch, on its device: summed there, read back only when logged."""
+    return torch.stack([loss.float() * len(y), (logits.argmax(1) == y).sum().float()])
+
+
 def train_run(runs_dir: str | Path, run_id: str, progress: bool | None = None) -> str:
     """Run (or continue, from its last checkpoint) the registered run ``run_id``; return its final status.
 
@@ -255,7 +280,7 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
         db.update_run(run_id, device=str(device) + (f" x{world_size}" if world_size > 1 else ""),
                       epoch=start_epoch, step=start_epoch * steps_per_epoch, total_steps=total_steps)
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = mixed_precision(device)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not show or rank != 0,
                unit="step", desc=f"{config.model} {config.regularizer}")
@@ -268,19 +293,13 @@ def _train(config: RunConfig, db: RunsDB | None, run_id: str, folder: Path, rank
         epoch_n = window_n = 0
         window_start = time.perf_counter()
         for x, y in train_batches.epoch(epoch):
-            if config.compile:  # a new step for CUDA graphs: the last step's outputs may now be overwritten
-                torch.compiler.cudagraph_mark_step_begin()
-            with autocast:
-                loss, logits = step_module(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, logits = training_step(step_module, optimizer, x, y, autocast, config.compile)
             scheduler.step()
             for schedule in drop_schedules:
                 schedule.step()
-            batch_sums = torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float()])
-            epoch_sums += batch_sums
-            window_sums += batch_sums
+            sums = batch_sums(loss, logits, y)
+            epoch_sums += sums
+            window_sums += sums
             epoch_n += len(y)
             window_n += len(y)
             step += 1
