@@ -119,6 +119,14 @@ class RunsDB:
         """All runs, newest first."""
         return [dict(row) for row in self.conn.execute("SELECT * FROM runs ORDER BY created DESC, id DESC")]
 
+    def running_on_cpu(self, beat_within: float = 10.0) -> int:
+        """How many runs are training on the CPU now: running, with a heartbeat in the last ``beat_within``
+        seconds (a killed worker's row says running until a dashboard notices), on the CPU (a run still
+        starting has no device yet: it counts)."""
+        return self.conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'running' AND heartbeat > ? "
+                                 "AND (device IS NULL OR device LIKE 'cpu%')",
+                                 (time.time() - beat_within,)).fetchone()[0]
+
     def config(self, run_id: str) -> RunConfig:
         run = self.run(run_id)
         if run is None:

@@ -15,7 +15,7 @@ from dropviz.train import (JobManager, ReadOnlyError, RunConfig, RunsDB, RunsDir
                            worker_alive)
 from dropviz.train.__main__ import main
 from dropviz.train.db import DB_NAME, SCHEMA
-from dropviz.train.engine import lr_factor
+from dropviz.train.engine import cpu_thread_share, lr_factor
 from dropviz.train.jobs import STALE_HEARTBEAT_S, unresponsive_for
 
 TINY = dict(dataset="digits", limit_test=64, batch_size=32, log_every=1, device="cpu")
@@ -174,17 +174,18 @@ def test_a_max_runs_setting_that_is_no_count_is_warned_about(tmp_path, monkeypat
     assert JobManager(tmp_path).max_running == 3 and JobManager(tmp_path).max_running_warning is None
 
 
-def test_two_runs_at_once_keep_their_metrics_apart(tmp_path):
+def test_two_runs_at_once_keep_their_metrics_apart_and_share_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # each worker would take two threads: they must halve them
     manager = JobManager(tmp_path, max_running=2)
     lrs = {manager.launch(RunConfig(epochs=2, limit_train=320, lr=lr, **TINY)): lr for lr in (0.05, 0.2)}
-    most_running = 0
     for run_id in lrs:
-        def finished(run):
-            nonlocal most_running
-            most_running = max(most_running, sum(r["status"] == "running" for r in manager.runs()))
-            return run["status"] in ("finished", "failed")
-        wait_for(manager, run_id, finished)
-    assert most_running == 2  # they did run at the same time
+        wait_for(manager, run_id, lambda run: run["status"] in ("finished", "failed"))
+    # They wrote at the same time: each run's first logged step came before the other's last (the steps' own
+    # timestamps, not a poll that could fall between them).
+    spans = [(steps[0]["time"], steps[-1]["time"]) for steps in map(manager.db.steps, lrs)]
+    assert max(first for first, _ in spans) < min(last for _, last in spans), spans
+    for run_id in lrs:  # each took its half of the CPU while the other ran
+        assert "cpu threads: 1 of 2 (2 runs training on the CPU)" in manager.log_tail(run_id, 200)
     total = 2 * 10
     for run_id, lr in lrs.items():
         run, steps = manager.run(run_id), manager.db.steps(run_id)
@@ -193,6 +194,23 @@ def test_two_runs_at_once_keep_their_metrics_apart(tmp_path):
         # each row carries its own run's learning rate schedule: rows were neither lost nor swapped
         assert [s["lr"] for s in steps] == pytest.approx([lr * lr_factor(s, total) for s in range(1, total + 1)])
         assert len(manager.db.epochs(run_id)) == 2
+
+
+def test_runs_training_on_the_cpu_share_its_threads():
+    assert [cpu_thread_share(2, runs) for runs in (0, 1, 2, 3)] == [2, 2, 1, 1]
+    assert [cpu_thread_share(16, runs) for runs in (1, 2, 3, 5, 32)] == [16, 8, 5, 3, 1]
+    assert cpu_thread_share(1, 2) == 1
+
+
+def test_runs_on_the_cpu_are_counted_by_status_device_and_a_fresh_heartbeat(tmp_path):
+    db = RunsDB(tmp_path)
+    now = time.time()
+    rows = [("running", "cpu", now), ("running", None, now), ("running", "cuda", now), ("running", "cpu", now - 60),
+            ("queued", None, None), ("finished", "cpu", now)]
+    for status, device, beat in rows:
+        db.update_run(db.create_run(RunConfig(**TINY)), status=status, device=device, heartbeat=beat)
+    # a run still starting (no device yet) counts; one on the GPU, one whose worker went silent and ended ones do not
+    assert db.running_on_cpu() == 2
 
 
 def test_queue_bound_cancel_delete_and_read_only(tmp_path, monkeypatch):
