@@ -39,6 +39,14 @@ SCRIPT_RUN_TIMEOUT_MS = 60_000
 _screenshots_taken: list[Path] = []
 
 
+def pytest_configure(config):
+    """torch on one thread for the whole suite, whichever tests are selected: the two cores are shared with the
+    app servers and training workers the tests start. Tests of the threaded paths set their own count and put
+    this one back."""
+    import torch
+    torch.set_num_threads(1)
+
+
 # ---------------------------------------------------------------- data
 
 @pytest.fixture(scope="session")

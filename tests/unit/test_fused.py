@@ -13,7 +13,6 @@ from dropviz.regularizers import (Disout, DropBlock2d, DropBlock3d, DropPath, Dr
                                   _blocks)
 from dropviz.regularizers.fused import drop_add_relu, relu_then_drop
 
-torch.set_num_threads(1)
 
 SPARSE_DRAWERS = {
     "dropblock": (lambda: DropBlock2d(0.2, 3), (4, 6, 12, 12)),

@@ -25,10 +25,10 @@ def test_every_formula_is_clean_latex():
 def test_controls_fit_every_method_they_feed():
     for name in ("drop_prob", "block_size", "alpha", "n_clusters", "n_samples"):
         control = CONTROLS[name]
-        for spec in REGISTRY.values():
-            param = next((p for p in spec.params if p.name == name), None)
-            if param is not None:  # the lecture never offers a value the method would refuse
-                assert param.min <= control.min and control.max <= param.max, (spec.name, name)
+        fed = [p for spec in REGISTRY.values() for p in spec.params if p.name == name]
+        assert fed, f"the lecture's {name} control feeds no registered method's parameter"
+        for param in fed:  # the lecture never offers a value the method would refuse
+            assert param.min <= control.min and control.max <= param.max, name
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 5, 7, 8])

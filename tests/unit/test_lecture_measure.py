@@ -17,9 +17,10 @@ def smooth_map(side=48, seed=0):
 
 
 def test_autocorrelation_of_a_box_blur_matches_its_overlap():
-    # For a k x k box blur of white noise, corr at shift d is the overlap (k - d) / k.
-    # A 160 x 160 map holds about (160 / 7)^2 ~ 520 independent patches, so each estimate's standard
-    # error is about 1 / sqrt(520) ~ 0.045; allow three of them.
+    # For a k x k box blur of white noise, corr at shift d is the overlap (k - d) / k. Bartlett's formula for
+    # a field's sample autocorrelation: var ~ sum over all 2D lags of rho^2 / N at most (the lags where the
+    # true rho is 0; the terms in rho_d shrink it elsewhere). Here sum rho^2 = (1 + 2 * 91 / 49)^2 = 22.2 and
+    # N = 160^2, so SE <= sqrt(22.2 / 25600) ~ 0.030; 0.135 is 4.5 SE (a false failure ~7e-6 a lag, 8 lags).
     rho = spatial_autocorrelation(smooth_map(side=160), 8)
     expected = torch.tensor([(7 - d) / 7 if d < 7 else 0.0 for d in range(1, 9)])
     assert torch.allclose(rho, expected, atol=0.135)

@@ -8,8 +8,6 @@ from dropviz.models import MODELS, PLACEMENT, Block, ShortcutA, build_model, fea
 from dropviz.regularizers import REGISTRY, MultiSampleDropout, Regularizer
 from dropviz.regularizers.dropcluster import fit_cluster_labels
 
-torch.set_num_threads(1)
-
 
 @pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet56", 0.85), ("resnet18", 11.17)])
 def test_parameter_counts_match_the_papers(name, millions):

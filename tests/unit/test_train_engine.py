@@ -16,8 +16,6 @@ from dropviz.train import ConfigError, RunConfig, RunsDB, engine, train_run
 from dropviz.train.config import regularizer_names
 from dropviz.train.engine import CHECKPOINT, LossStep, replays_as_cuda_graphs
 
-torch.set_num_threads(1)
-
 
 def _register(runs_dir, **settings) -> str:
     return RunsDB(runs_dir).create_run(RunConfig(**settings).validate(), status="starting")
@@ -163,9 +161,8 @@ def test_torchrun_with_more_processes_than_gpus_is_refused_with_a_way_out(monkey
 
 def test_torchrun_two_processes_make_one_run(tmp_path):
     # DistributedDataParallel with the gloo backend on CPU: each process trains on half of every epoch.
-    port = 29_500 + os.getpid() % 1000
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+    result = subprocess.run(  # --standalone: a rendezvous on a free port, as the README's command
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "dropviz.train", "--dataset", "digits", "--limit-train", "256", "--limit-test", "64", "--epochs", "1",
          "--batch-size", "32", "--log-every", "1", "--device", "cpu", "--runs-dir", str(tmp_path), "--no-progress"],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
