@@ -3,6 +3,7 @@ upload shows its message and the app keeps running."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_link_restores_the_view_and_a_slider_changes_the_figure(app_server, page
     slider(page, "block_size").focus()
     page.keyboard.press("ArrowRight")
     wait_for_app(page)
-    assert "block_size=10" in page.url  # the URL follows the control, ready to share
+    page.wait_for_url(re.compile(r"[?&]block_size=10(&|$)"))  # the URL follows the control, ready to share
     after = figure_png(page)
     assert after != before
     assert page.locator(EXCEPTION).count() == 0

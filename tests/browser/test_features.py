@@ -2,6 +2,8 @@
 of a short training run; a corrupt upload shows a message and the page keeps the model it had."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -51,11 +53,11 @@ def test_layer_and_method_change_the_grid(app_server, page, screenshot, wait_for
     choose(page, wait_for_app, "Method", "DropBlock")
     clean_again, dropblock = grid_changed(page, [clean, dropout])
     assert clean_again == clean
-    assert "method=DropBlock" in page.url
+    page.wait_for_url(re.compile(r"[?&]method=DropBlock(&|$)"))
 
     choose(page, wait_for_app, "Layer", "stage3.block1")
     assert grid_changed(page, [clean, dropblock])[0] != clean
-    assert "layer=stage3.block1" in page.url
+    page.wait_for_url(re.compile(r"[?&]layer=stage3\.block1(&|$)"))
     assert page.get_by_text("64 x 8 x 8").first.is_visible()
     assert_no_exception(page)
     screenshot(page, "features-dropblock-stage3")
