@@ -54,11 +54,18 @@ def test_isolated_holes_fall_back_to_the_mean_of_kept_units():
 
 
 def test_single_holes_are_recovered_but_blocks_are_not():
-    x = smooth_map(seed=2)
-    g = torch.Generator().manual_seed(0)
-    scattered = (torch.rand(x.shape, generator=g) >= 0.2).float()
-    block = torch.ones_like(x)
-    block[10:30, 10:30] = 0
-    assert recovered_fraction(x, scattered) > 0.6
-    assert recovered_fraction(x, block) < 0.3
+    """R^2 of the dropped units from their kept neighbours, averaged over 10 independent maps. 20% scattered holes:
+    about 0.83 (a hole's neighbours share most of its 7x7 box), per-map SD about 0.02. A 20x20 block: about 0.12
+    (only its border ring, 76 of its 400 units, has kept neighbours), per-map SD about 0.09, so single maps range
+    from 0.03 to 0.30. Over 10 maps the SEs are about 0.007 and 0.03: 0.6 and 0.3 are over 6 SE from both."""
+    scattered, block = [], []
+    for seed in range(10):
+        x = smooth_map(seed=seed)
+        holes = (torch.rand(x.shape, generator=torch.Generator().manual_seed(100 + seed)) >= 0.2).float()
+        square = torch.ones_like(x)
+        square[10:30, 10:30] = 0
+        scattered.append(recovered_fraction(x, holes))
+        block.append(recovered_fraction(x, square))
+    assert sum(scattered) / 10 > 0.6, scattered
+    assert sum(block) / 10 < 0.3, block
     assert math.isnan(recovered_fraction(x, torch.ones_like(x)))
