@@ -20,6 +20,18 @@ POINTS = """tag => Array.from(document.querySelectorAll('[data-testid="stPlotlyC
     .reduce((a, b) => a + b, 0)"""
 
 
+ENDED = ("finished", "failed", "cancelled")
+
+
+def wait_for_run(db: RunsDB, run_id: str, condition, timeout_s: float = 300.0) -> dict:
+    """The run's row once ``condition(row)`` holds, polled every 50 ms (or the last row read, after ``timeout_s``:
+    the caller's assertion then says what it was)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition(run := db.run(run_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return run
+
+
 def choose(page, label: str, option: str) -> None:
     """Pick ``option`` in the select box ``label``. A dropdown opened while the form's expander is still
     unfolding can close again as the layout settles, so open it again when its option does not show."""
@@ -73,11 +85,7 @@ def test_launch_a_tiny_run_and_watch_its_curve_grow(app_server, page, screenshot
     tag = run["id"][-6:]
     # Pause the worker (SIGSTOP) once it has logged its first rows, so the page is seen drawing part of the
     # curve however fast the machine trains; then let it finish and see the curve grow to every logged row.
-    for _ in range(2400):
-        run = db.run(run["id"])
-        if db.steps(run["id"]) or run["status"] in ("finished", "failed", "cancelled"):
-            break
-        time.sleep(0.05)
+    run = wait_for_run(db, run["id"], lambda run: db.steps(run["id"]) or run["status"] in ENDED)
     assert run["status"] == "running" and run["pid"], (run["status"], run["error"], app_server.log_tail())
     os.kill(run["pid"], signal.SIGSTOP)
     try:
@@ -88,11 +96,7 @@ def test_launch_a_tiny_run_and_watch_its_curve_grow(app_server, page, screenshot
         screenshot(page, "training-running")
     finally:
         os.kill(run["pid"], signal.SIGCONT)
-    for _ in range(600):
-        run = db.run(run["id"])
-        if run["status"] in ("finished", "failed", "cancelled"):
-            break
-        page.wait_for_timeout(500)
+    run = wait_for_run(db, run["id"], lambda run: run["status"] in ENDED)
     assert run["status"] == "finished", (run["error"], app_server.log_tail())
     logged = len(db.steps(run["id"])) + len(db.epochs(run["id"]))
     assert 0 < partial < logged
